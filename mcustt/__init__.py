@@ -1,0 +1,3 @@
+"""mcustt: a self-hostable, multi-tenant live captioning server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""Settings, read once from the environment into one immutable object.
+
+Every setting is listed (with its default) in the README's configuration table;
+``scripts/check_config_docs.py``-style drift is caught by ``tests/test_config.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mcustt.errors import MCUSTTError
+
+
+class ConfigError(MCUSTTError):
+    code = "CONFIG"
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Storage and scale-out
+    database_url: str = "sqlite:///./var/mcustt.db"
+    redis_url: str | None = None
+    migrate_on_start: bool = False
+    # Credentials
+    admin_token: str | None = None
+    jwt_secret: str | None = None
+    ingest_token_ttl_s: int = 12 * 3600
+    read_token_ttl_s: int = 8 * 3600
+    # Addresses
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    trusted_proxies: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    # Engines
+    recognizer: str = "sphinx"
+    recognizer_workers: int = 0  # 0 = one per core
+    summarizer: str = "extractive"
+    google_project: str | None = None
+    google_location: str = "us-central1"
+    google_model: str = "chirp_2"
+    google_endpoint: str | None = None
+    google_languages: list[str] = field(default_factory=lambda: ["en-US"])
+    google_stream_limit_s: float = 290.0
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = 60.0
+    openai_context_chars: int = 24_000
+    # Ingest behaviour
+    ingest_idle_timeout_s: float = 120.0
+    max_utterance_s: float = 15.0
+    vad_aggressiveness: int = 2
+    # Limits (§16)
+    rate_create_session: str = "60/minute"
+    rate_summarize: str = "30/minute"
+    rate_ws_upgrade: str = "120/minute"
+    max_concurrent_ingest: int = 20
+    default_max_sessions: int = 50
+    default_daily_minutes_cap: int = 6000
+    # Fan-out
+    viewer_queue_size: int = 256
+    sse_ping_s: float = 15.0
+    # WebRTC
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    webrtc_host_addresses: list[str] = field(default_factory=list)
+    webrtc_connect_timeout_s: float = 20.0
+    # Jobs and retention
+    job_lease_s: float = 120.0
+    job_poll_s: float = 1.0
+    retention_days: int = 30
+    retention_interval_s: float = 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``MCUSTT_*`` variables (and ``OPENAI_*``)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = ENV_NAMES.get(f.name, "MCUSTT_" + f.name.upper())
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls(), f.name)
+            try:
+                if f.name == "ice_servers":
+                    parsed = json.loads(raw)
+                    if not isinstance(parsed, list):
+                        raise ValueError("expected a JSON list")
+                    values[f.name] = parsed
+                elif isinstance(default, bool):
+                    values[f.name] = _bool(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                elif isinstance(default, list):
+                    values[f.name] = _list(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.recognizer_workers < 0:
+            raise ConfigError("MCUSTT_RECOGNIZER_WORKERS must be >= 0")
+        if not 0 <= self.vad_aggressiveness <= 3:
+            raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("MCUSTT_PUBLIC_URL must start with http:// or https://")
+
+    @property
+    def public_ws_url(self) -> str:
+        """The public base URL with ws/wss in place of http/https."""
+        base = self.public_url.rstrip("/")
+        if base.startswith("https://"):
+            return "wss://" + base[len("https://") :]
+        return "ws://" + base[len("http://") :]
+
+    @property
+    def workers(self) -> int:
+        return self.recognizer_workers or (os.cpu_count() or 1)
+
+
+#: Settings whose variable is not simply MCUSTT_<NAME>.
+ENV_NAMES = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_NAMES.get(field_name, "MCUSTT_" + field_name.upper())

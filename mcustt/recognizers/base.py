@@ -1,0 +1,118 @@
+"""The recognizer seam: streaming speech-to-text behind one small base class.
+
+The session pipeline owns voice activity detection. For every utterance (a run of
+speech with some pre-roll, cut at ``max_utterance_s``) it opens one
+:class:`RecognizerStream`, feeds that utterance's audio in order, then calls
+:meth:`RecognizerStream.finish`. A task of the pipeline consumes
+:meth:`RecognizerStream.results` concurrently.
+
+Implementations must never block the event loop: CPU-bound decoding runs in worker
+processes, network engines use asyncio clients.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mcustt.config import Settings
+from mcustt.errors import MCUSTTError
+
+
+class RecognizerError(MCUSTTError):
+    """The engine failed. ``fatal=True`` ends the session's ingest with an error frame."""
+
+    status_code = 503
+    code = "RECOGNIZER_FAILED"
+    close_code = 1011
+
+    def __init__(self, message: str, *, fatal: bool = True) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One recognition result of a stream.
+
+    Attributes:
+        text: the recognized words (may be empty for interims; empty finals are dropped).
+        is_final: False for an interim that a later result replaces; True when the
+            engine will not change this text again. A stream may produce several finals
+            (an engine may split a long utterance); each final closes the text that
+            preceded it, and later interims belong to the next final.
+        lang: BCP-47 code the engine detected or used (None = the stream's language).
+        start_ms / end_ms: audio offsets of the words, relative to the first byte fed
+            to this stream (None when the engine does not say).
+    """
+
+    text: str
+    is_final: bool
+    lang: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+class RecognizerStream(ABC):
+    """Recognition of one utterance; created by :meth:`Recognizer.open_stream`."""
+
+    @abstractmethod
+    async def feed(self, pcm: bytes) -> None:
+        """Append audio (PCM16 LE, 16 kHz, mono; any length, even byte count).
+
+        May await to apply backpressure. Raises:
+            RecognizerError: the engine failed.
+        """
+
+    @abstractmethod
+    async def finish(self) -> None:
+        """No more audio for this utterance: the engine flushes its last final(s).
+
+        After this, :meth:`results` yields what remains and then stops.
+        """
+
+    @abstractmethod
+    def results(self) -> AsyncIterator[Hypothesis]:
+        """Hypotheses in order, ending after :meth:`finish` once all are delivered.
+
+        Raises:
+            RecognizerError: the engine failed (``fatal`` says whether to give up).
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release resources at once (idempotent); pending results are discarded."""
+
+
+class Recognizer(ABC):
+    """A speech engine, shared by every session of the process."""
+
+    #: the registry name (``MCUSTT_RECOGNIZER``)
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start pools or clients; called once in the app's lifespan."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Stop pools or clients; called once at shutdown."""
+
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`RecognizerError` if the engine is not usable (``/readyz``)."""
+
+    @property
+    def model(self) -> str:
+        return self.name
+
+    @abstractmethod
+    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+        """A new stream for one utterance.
+
+        Args:
+            language: the session's sourceLang (BCP-47), used as-is when not auto-detecting.
+            auto_detect: let the engine choose among its candidate languages.
+        """
