@@ -37,6 +37,7 @@ class Settings:
     # Storage and scale-out
     database_url: str = "sqlite:///./var/mcustt.db"
     redis_url: str | None = None
+    redis_prefix: str = "mcustt"
     migrate_on_start: bool = False
     # Credentials
     admin_token: str | None = None

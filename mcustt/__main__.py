@@ -1,0 +1,5 @@
+"""``python -m mcustt``"""
+
+from mcustt.cli import main
+
+main()

@@ -1,0 +1,313 @@
+"""REST endpoints (§9-§14). Thin: parse, authorize, call a service, shape the answer."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import structlog
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from mcustt import subtitles, tenants
+from mcustt.errors import BadRequest, Forbidden, MCUSTTError, Unauthorized
+from mcustt.schemas import (
+    OwnerSecretBody,
+    SessionCreate,
+    TenantCreate,
+    TenantUpdate,
+    parse_body,
+    read_json,
+    validate,
+)
+from mcustt.sessions import Credentials
+from mcustt.state import AppState
+from mcustt.store.models import Session, Tenant
+
+log = structlog.get_logger(__name__)
+
+
+def app_state(conn: HTTPConnection) -> AppState:
+    state: AppState = conn.app.state.mcustt
+    return state
+
+
+def bind(**ids: str) -> None:
+    structlog.contextvars.bind_contextvars(**ids)
+
+
+# -- credentials -------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> None:
+    token = app_state(request).settings.admin_token
+    if not token:
+        raise Forbidden(
+            "the admin API is disabled: set MCUSTT_ADMIN_TOKEN to enable it",
+            code="ADMIN_DISABLED",
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("missing admin bearer token", code="MISSING_ADMIN_TOKEN")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("invalid admin token", code="INVALID_ADMIN_TOKEN")
+
+
+async def require_tenant(conn: HTTPConnection) -> Tenant:
+    tenant = await tenants.authenticate(app_state(conn).db, conn.headers.get("x-tenant-key"))
+    bind(tenant_id=tenant.id)
+    return tenant
+
+
+def read_token(conn: HTTPConnection) -> str | None:
+    """A read token from ``?t=``, ``?token=`` or ``Authorization: Bearer``."""
+    token = conn.query_params.get("t") or conn.query_params.get("token")
+    if token:
+        return token
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return None
+
+
+async def session_access(
+    request: Request,
+    session_id: str,
+    *,
+    tenant: bool = False,
+    read: bool = False,
+    owner: bool = False,
+    body: dict[str, Any] | None = None,
+) -> Credentials:
+    """Authorize a call on one session with whichever credential the caller brought.
+
+    A credential of a kind the endpoint does not accept is 401, like a wrong one.
+    """
+    state = app_state(request)
+    bind(session_id=session_id)
+    if "x-tenant-key" in request.headers:
+        if not tenant:
+            raise Unauthorized("a tenant key cannot be used here", code="WRONG_CREDENTIAL")
+        t = await require_tenant(request)
+        return Credentials("tenant", await state.sessions.get_for_tenant(t, session_id))
+    secret = None
+    if owner:
+        if body is None:
+            body = await read_json(request)
+        secret = validate(OwnerSecretBody, body).ownerSecret or request.headers.get(
+            "x-owner-secret"
+        )
+    if secret:
+        return Credentials("owner", await state.sessions.get_with_owner_secret(session_id, secret))
+    token = read_token(request)
+    if token:
+        if not read:
+            raise Unauthorized(
+                "a read-only token cannot do this; use the tenant key or owner secret",
+                code="WRONG_TOKEN_SCOPE",
+            )
+        session = await state.sessions.get_with_read_token(session_id, token)
+        return Credentials("read", session)
+    accepted = [
+        name
+        for name, ok in (
+            ("x-tenant-key", tenant),
+            ("a read token", read),
+            ("ownerSecret", owner),
+        )
+        if ok
+    ]
+    raise Unauthorized("missing credentials: send " + " or ".join(accepted), code="UNAUTHORIZED")
+
+
+# -- health (§14) --------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = app_state(request)
+    checks: dict[str, str] = {}
+
+    async def probe(name: str, coro: Any) -> None:
+        try:
+            await coro
+            checks[name] = "ok"
+        except Exception as exc:  # readiness reports any failure, whatever its type
+            checks[name] = f"failed: {exc}"
+
+    await probe("database", state.db.ping())
+    if state.settings.redis_url:
+        await probe("redis", state.hub.broker.check())
+    await probe("recognizer", state.recognizer.check())
+    await probe("summarizer", state.summarizer.check())
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503
+    )
+
+
+async def metrics(request: Request) -> Response:
+    require_admin(request)
+    state = app_state(request)
+    state.metrics.viewers.set(state.hub.total_viewers)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- admin: tenants (§13) ---------------------------------------------------------------
+
+
+async def create_tenant(request: Request) -> Response:
+    require_admin(request)
+    state = app_state(request)
+    body = await parse_body(request, TenantCreate, optional=False)
+    tenant, key = await tenants.create(state.db, state.settings, body)
+    log.info("tenant created", tenant_id=tenant.id)
+    doc = tenants.tenant_json(tenant) | {"apiKey": key, "note": "shown once"}
+    return JSONResponse(doc, status_code=201)
+
+
+async def list_tenants(request: Request) -> Response:
+    require_admin(request)
+    rows = await tenants.list_all(app_state(request).db)
+    return JSONResponse({"tenants": [tenants.tenant_json(t) for t in rows]})
+
+
+async def get_tenant(request: Request) -> Response:
+    require_admin(request)
+    t = await tenants.get(app_state(request).db, request.path_params["tenant_id"])
+    return JSONResponse(tenants.tenant_json(t))
+
+
+async def update_tenant(request: Request) -> Response:
+    require_admin(request)
+    body = await parse_body(request, TenantUpdate, optional=False)
+    t = await tenants.update(app_state(request).db, request.path_params["tenant_id"], body)
+    return JSONResponse(tenants.tenant_json(t))
+
+
+async def disable_tenant(request: Request) -> Response:
+    require_admin(request)
+    t = await tenants.update(
+        app_state(request).db, request.path_params["tenant_id"], TenantUpdate(disabled=True)
+    )
+    return JSONResponse(tenants.tenant_json(t))
+
+
+async def rotate_tenant_key(request: Request) -> Response:
+    require_admin(request)
+    t, key = await tenants.rotate_key(app_state(request).db, request.path_params["tenant_id"])
+    log.info("tenant key rotated", tenant_id=t.id)
+    return JSONResponse(tenants.tenant_json(t) | {"apiKey": key, "note": "shown once"})
+
+
+# -- sessions (§9) ------------------------------------------------------------------------
+
+
+async def create_session(request: Request) -> Response:
+    state = app_state(request)
+    await state.limiter.hit("create_session", state.client_ip(request))
+    tenant = await require_tenant(request)
+    body = await parse_body(request, SessionCreate)
+    session, doc = await state.sessions.create(
+        tenant, title=body.title, source_lang=body.sourceLang, auto_detect=body.autoDetect
+    )
+    state.metrics.sessions_created.inc()
+    bind(session_id=session.id)
+    log.info("session created")
+    return JSONResponse(doc, status_code=201)
+
+
+async def list_sessions(request: Request) -> Response:
+    state = app_state(request)
+    tenant = await require_tenant(request)
+    status = request.query_params.get("status")
+    if status not in (None, "live", "ended"):
+        raise BadRequest("status must be live or ended")
+    rows = await state.sessions.list_for_tenant(tenant, status=status)
+    return JSONResponse(
+        {
+            "sessions": [
+                {
+                    "sessionId": s.id,
+                    "title": s.title,
+                    "status": s.status,
+                    "createdAt": s.created_at,
+                    "endedAt": s.ended_at,
+                    "lastSeq": s.last_seq,
+                }
+                for s in rows
+            ]
+        }
+    )
+
+
+async def get_session(request: Request) -> Response:
+    state = app_state(request)
+    sid = request.path_params["session_id"]
+    creds = await session_access(request, sid, tenant=True, read=True)
+    await check_browser_origin(request, creds.session)
+    doc = await state.sessions.state(creds.session, subscribers=state.hub.count(sid))
+    return JSONResponse(doc)
+
+
+async def mint_embed_token(request: Request) -> Response:
+    state = app_state(request)
+    creds = await session_access(
+        request, request.path_params["session_id"], tenant=True, owner=True
+    )
+    return JSONResponse(state.sessions.read_tokens(creds.session))
+
+
+async def mint_ingest_token(request: Request) -> Response:
+    state = app_state(request)
+    creds = await session_access(request, request.path_params["session_id"], owner=True)
+    return JSONResponse(await state.sessions.rotate_ingest_token(creds.session))
+
+
+async def end_session(request: Request) -> Response:
+    state = app_state(request)
+    creds = await session_access(
+        request, request.path_params["session_id"], tenant=True, owner=True
+    )
+    await state.pipelines.end_session(creds.session, reason="deleted")
+    doc = await state.sessions.state(creds.session, subscribers=state.hub.count(creds.session.id))
+    return JSONResponse(doc)
+
+
+async def transcript(request: Request) -> Response:
+    state = app_state(request)
+    sid = request.path_params["session_id"]
+    fmt = request.query_params.get("format", "json")
+    if fmt not in subtitles.FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(subtitles.FORMATS)}")
+    creds = await session_access(request, sid, tenant=True, read=True)
+    await check_browser_origin(request, creds.session)
+    lines = await state.repo.lines(sid)
+    if fmt == "json":
+        return JSONResponse(subtitles.to_json(sid, lines))
+    body = {"srt": subtitles.to_srt, "vtt": subtitles.to_vtt, "txt": subtitles.to_txt}[fmt](lines)
+    return PlainTextResponse(
+        body,
+        media_type=subtitles.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{sid}.{fmt}"'},
+    )
+
+
+async def check_browser_origin(conn: HTTPConnection, session: Session) -> None:
+    """Apply the tenant's allowed origins to a browser request (one with Origin)."""
+    origin = conn.headers.get("origin")
+    if not origin:
+        return
+    tenant = await tenants.find(app_state(conn).db, session.tenant_id)
+    if tenant is not None:
+        tenants.check_origin(tenant, origin)
+
+
+def error_response(exc: MCUSTTError) -> JSONResponse:
+    return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)

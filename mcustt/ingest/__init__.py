@@ -1,0 +1,1 @@
+"""Ingest adapters: one per transport, each feeding the same session pipeline."""

@@ -1,0 +1,282 @@
+"""``/ws/stt``: the MCU's PCM16 socket (§4, §5).
+
+Admission happens before the upgrade is accepted, so every refusal is an HTTP status
+with the error envelope (401 / 404 / 409 / 429). After that, transport problems become
+the contract's close codes and everything else is the pipeline's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from mcustt import events, tenants
+from mcustt.api import app_state
+from mcustt.errors import BadRequest, FrameTooLarge, MCUSTTError, RateLimited, Unauthorized
+from mcustt.ingest.audio import MAX_CONTROL_BYTES, check_frame
+from mcustt.pipeline import DailyCapReached, SessionPipeline
+from mcustt.schemas import SessionCreate, validate
+from mcustt.state import AppState
+from mcustt.store.models import Session, Tenant
+from mcustt.tokens import random_id
+from mcustt.wsutil import close, reject
+
+log = structlog.get_logger(__name__)
+
+OUTBOX = 1000
+
+
+@dataclass
+class Admission:
+    session: Session
+    tenant: Tenant
+    producer_id: str
+    ready: dict[str, Any]
+
+
+async def admit(
+    state: AppState,
+    *,
+    token: str | None,
+    tenant_key: str | None,
+    client_ip: str,
+    query: dict[str, str],
+) -> Admission:
+    """Check credentials and caps and claim the producer slot, or raise the refusal.
+
+    Shared by ``/ws/stt`` and WHIP: the same token rules, caps and 409.
+    """
+    await state.limiter.hit("ws_upgrade", client_ip)
+    producer_id = "prod_" + random_id(12)
+    if token:
+        claims = state.issuer.verify(token, scopes={"ingest"})
+        tenant = await tenants.find(state.db, claims.tenant_id)
+        if tenant is None or tenant.disabled:
+            raise Unauthorized(
+                "the tenant of this token is disabled or gone", code="TENANT_DISABLED"
+            )
+        await check_daily_cap(state, tenant)
+        session = await state.sessions.claim_producer(
+            claims.session_id, jti=claims.jti, producer_id=producer_id, tenant=tenant
+        )
+        ready: dict[str, Any] = {"type": "ready", "sessionId": session.id}
+    elif tenant_key:
+        # Zero-ceremony (§3 option B): the socket creates its own session.
+        tenant = await tenants.authenticate(state.db, tenant_key)
+        await check_daily_cap(state, tenant)
+        body = validate(
+            SessionCreate,
+            {
+                "sourceLang": query.get("sourceLang") or None,
+                "autoDetect": query.get("autoDetect", "true").lower() not in ("false", "0", "no"),
+                "title": query.get("title") or None,
+            },
+        )
+        created, doc = await state.sessions.create(
+            tenant, title=body.title, source_lang=body.sourceLang, auto_detect=body.autoDetect
+        )
+        state.metrics.sessions_created.inc()
+        session = await state.sessions.claim_producer(
+            created.id, jti=None, producer_id=producer_id, tenant=tenant
+        )
+        ready = {"type": "ready"} | {
+            k: doc[k]
+            for k in (
+                "sessionId",
+                "embedUrl",
+                "embedToken",
+                "subscribeUrl",
+                "subscribeToken",
+                "ownerSecret",
+            )
+        }
+    else:
+        raise Unauthorized(
+            "send ?token=INGEST_TOKEN or an x-tenant-key header", code="UNAUTHORIZED"
+        )
+    return Admission(session, tenant, producer_id, ready)
+
+
+async def check_daily_cap(state: AppState, tenant: Tenant) -> None:
+    used = await state.repo.usage_ms(tenant.id)
+    if used >= tenant.daily_minutes_cap * 60_000:
+        raise RateLimited(
+            f"the tenant's daily audio cap of {tenant.daily_minutes_cap} minutes is reached",
+            code="DAILY_CAP_REACHED",
+            retry_after=3600,
+        )
+
+
+async def ingest_endpoint(ws: WebSocket) -> None:
+    state = app_state(ws)
+    try:
+        admission = await admit(
+            state,
+            token=ws.query_params.get("token"),
+            tenant_key=ws.headers.get("x-tenant-key"),
+            client_ip=state.client_ip(ws),
+            query=dict(ws.query_params),
+        )
+    except MCUSTTError as exc:
+        await reject(ws, exc)
+        return
+    structlog.contextvars.bind_contextvars(
+        session_id=admission.session.id, tenant_id=admission.tenant.id
+    )
+    await ws.accept()
+    await IngestConnection(state, ws, admission).run()
+
+
+class IngestConnection:
+    def __init__(self, state: AppState, ws: WebSocket, admission: Admission) -> None:
+        self.state = state
+        self.ws = ws
+        self.admission = admission
+        self.session = admission.session
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
+        self.dropped = 0
+        self.pipeline: SessionPipeline | None = None
+        self.last_audio = time.monotonic()
+        self.stopping = False
+        self.session_ended = asyncio.Event()
+
+    def sink(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "session-end":
+            self.session_ended.set()
+        try:
+            self.outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            # The producer is not reading its socket. Finals are persisted and on the
+            # subscribe socket; dropping its echo must not stall recognition.
+            self.dropped += 1
+
+    async def run(self) -> None:
+        state, session = self.state, self.session
+        sender = asyncio.create_task(self._send_loop(), name=f"ingest-send-{session.id}")
+        close_code, close_reason = 1000, ""
+        ended = False
+        try:
+            self.sink(self.admission.ready)
+            self.pipeline = await state.pipelines.open(
+                session, self.admission.tenant, self.admission.producer_id, self.sink
+            )
+            log.info("producer connected")
+            close_code, close_reason, ended = await self._receive_loop(self.pipeline)
+        except MCUSTTError as exc:
+            close_code, close_reason = exc.close_code, exc.code
+            self.sink(events.error(exc.code, exc.message, fatal=True))
+        finally:
+            if self.pipeline is not None:
+                await self.pipeline.close()  # finalize: the last final is persisted
+                failure = self.pipeline.failure
+                if failure is not None and not ended:
+                    close_code, close_reason = failure.close_code, failure.code
+                    self.sink(events.error(failure.code, failure.message, fatal=True))
+                    if isinstance(failure, DailyCapReached):
+                        await state.pipelines.end_session(session, reason="daily-cap")
+                await state.pipelines.release(self.pipeline, self.admission.producer_id)
+            # Flush what the producer is owed (last final, session-end), then close.
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.put_nowait(None)
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(sender), timeout=5)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            await close(self.ws, close_code, close_reason)
+            log.info(
+                "producer disconnected", code=close_code, reason=close_reason, dropped=self.dropped
+            )
+
+    async def _send_loop(self) -> None:
+        while True:
+            event = await self.outbox.get()
+            if event is None:
+                return
+            await self.ws.send_text(events.dumps(event))
+
+    async def _receive_loop(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
+        """Returns (close code, reason, session ended).
+
+        Frames are received by one plain loop (no task or timer per frame: this is the
+        hot path); a watchdog task ends it on idle timeout or when the pipeline stops.
+        """
+        self.last_audio = time.monotonic()
+        rx = asyncio.create_task(self._rx(pipeline), name=f"ingest-rx-{self.session.id}")
+        wd = asyncio.create_task(self._watchdog(pipeline), name=f"ingest-wd-{self.session.id}")
+        try:
+            done, _ = await asyncio.wait({rx, wd}, return_when=asyncio.FIRST_COMPLETED)
+            return done.pop().result()
+        finally:
+            for task in (rx, wd):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                    await task
+
+    async def _rx(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return 1000, "", False
+            data = message.get("bytes")
+            if data is not None:
+                check_frame(data)
+                if data:
+                    self.last_audio = time.monotonic()
+                    await pipeline.push(data)
+                continue
+            if await self._control(message.get("text") or ""):
+                return 1000, "STOP", True
+
+    async def _watchdog(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
+        idle_s = self.state.settings.ingest_idle_timeout_s
+        while True:
+            remaining = self.last_audio + idle_s - time.monotonic()
+            if remaining <= 0:
+                # The session stays live: the producer may resume with a fresh token.
+                return 1000, "IDLE_TIMEOUT", False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pipeline.finished.wait(), timeout=remaining)
+                break
+        if pipeline.failure is not None:
+            return 1011, "PIPELINE_STOPPED", False
+        if self.stopping:
+            # Our own stop is ending the session; the receive loop reports it.
+            await asyncio.Event().wait()
+        # Ended from elsewhere (DELETE, another node): wait for the session-end event
+        # so the producer gets it before the close.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.session_ended.wait(), timeout=10)
+        return 1000, "SESSION_ENDED", True
+
+    async def _control(self, text: str) -> bool:
+        """Handle a control message; True when it was ``stop`` (session ended)."""
+        if len(text.encode()) > MAX_CONTROL_BYTES:
+            raise FrameTooLarge("control message exceeds 8 KB")
+        try:
+            msg = json.loads(text)
+            if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+                raise BadRequest("a control message is a JSON object with a string 'type'")
+        except (ValueError, BadRequest) as exc:
+            message = exc.message if isinstance(exc, BadRequest) else f"malformed JSON: {exc}"
+            self.sink(events.error("BAD_REQUEST", message, fatal=False))
+            return False
+        kind = msg["type"]
+        if kind == "ping":
+            self.sink({"type": "pong", "ts": msg.get("ts")})
+            return False
+        if kind == "stop":
+            self.stopping = True
+            await self.state.pipelines.end_session(self.session, reason="stop")
+            return True
+        self.sink(
+            events.error("UNKNOWN_CONTROL", f"unknown control message type {kind!r}", fatal=False)
+        )
+        return False

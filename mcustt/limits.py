@@ -1,0 +1,87 @@
+"""Per-IP rate limits (§16) on the maintained ``limits`` library.
+
+Counted in-process by default and in Redis when ``MCUSTT_REDIS_URL`` is set, so every
+node spends from one budget. ``X-Forwarded-For`` is believed only when the direct peer
+is one of ``MCUSTT_TRUSTED_PROXIES``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from mcustt.config import Settings
+from mcustt.errors import RateLimited
+
+Rule = Literal["create_session", "summarize", "ws_upgrade"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.storage: Storage
+        if settings.redis_url:
+            self.storage = RedisStorage(
+                "async+" + settings.redis_url,
+                implementation="redispy",
+                key_prefix=f"{settings.redis_prefix}:limits",
+            )
+        else:
+            self.storage = MemoryStorage()
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.rules: dict[Rule, RateLimitItem] = {
+            "create_session": parse(settings.rate_create_session),
+            "summarize": parse(settings.rate_summarize),
+            "ws_upgrade": parse(settings.rate_ws_upgrade),
+        }
+
+    async def hit(self, rule: Rule, client_ip: str) -> None:
+        """Count one request; raise :class:`RateLimited` (with Retry-After) when over."""
+        item = self.rules[rule]
+        if await self.strategy.hit(item, rule, client_ip):
+            return
+        reset_at, _remaining = await self.strategy.get_window_stats(item, rule, client_ip)
+        raise RateLimited(
+            f"rate limit {item} exceeded; retry later",
+            retry_after=max(1, int(reset_at - time.time()) + 1),
+        )
+
+    async def aclose(self) -> None:
+        if isinstance(self.storage, MemoryStorage):
+            # MemoryStorage runs an expiry timer task; stop it with the app.
+            timer = getattr(self.storage, "timer", None)
+            if timer is not None:
+                timer.cancel()
+
+
+def parse_networks(items: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(item, strict=False) for item in items]
+
+
+def client_ip(peer: str | None, headers: Mapping[str, str], trusted: list[Network]) -> str:
+    """The client's address: the peer, or the right-most untrusted X-Forwarded-For hop."""
+    addr = peer or "unknown"
+    if not trusted or not _in(addr, trusted):
+        return addr
+    forwarded = headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    # Walk from the nearest hop: each trusted proxy vouches for the hop before it.
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+        addr = hop
+    return addr
+
+
+def _in(addr: str, nets: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)

@@ -1,0 +1,358 @@
+"""The session pipeline (transport-free) and the registry of live pipelines.
+
+An ingest adapter (``/ws/stt`` or WHIP) claims the producer slot, opens a
+:class:`SessionPipeline`, pushes 16 kHz mono PCM16 chunks and finally closes it. The
+pipeline runs VAD, feeds each utterance to a recognizer stream, numbers finals with the
+session's gap-free seq, persists each final *before* publishing it, counts audio
+against the tenant's daily cap, and reports everything through the hub (viewers) and
+the adapter's sink (the producer's own socket).
+
+Like websockets' Sans-I/O split, nothing here knows about sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from mcustt import events
+from mcustt.errors import MCUSTTError
+from mcustt.recognizers import Hypothesis, RecognizerError, RecognizerStream
+from mcustt.state import AppState
+from mcustt.store.models import Session, Tenant
+from mcustt.types import pcm_ms
+from mcustt.vad import Audio, End, Segmenter, Start
+
+log = structlog.get_logger(__name__)
+
+#: Called with each event for the producer's own socket; must not block.
+Sink = Callable[[dict[str, Any]], None]
+
+QUEUE_CHUNKS = 500  # ~10 s of 20 ms frames: room for a slow final without blocking
+USAGE_FLUSH_MS = 5_000
+
+
+class DailyCapReached(MCUSTTError):
+    status_code = 429
+    code = "DAILY_CAP_REACHED"
+    close_code = 1008
+
+
+class SessionPipeline:
+    def __init__(self, state: AppState, session: Session, tenant: Tenant, sink: Sink) -> None:
+        self.state = state
+        self.session_id = session.id
+        self.tenant = tenant
+        self.language = session.source_lang
+        self.auto_detect = session.auto_detect
+        self.detected = session.detected_lang
+        self.sink = sink
+        self.next_seq = session.last_seq + 1
+        #: audio received in this session, across reconnects (line offsets use it)
+        self.audio_ms = session.audio_ms
+        #: the segmenter counts from this pipeline's first byte; lines use session time
+        self._base_ms = session.audio_ms
+        self._unbilled_ms = 0
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self._segmenter = Segmenter(
+            aggressiveness=state.settings.vad_aggressiveness,
+            max_ms=int(state.settings.max_utterance_s * 1000),
+        )
+        self._stream: RecognizerStream | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._utt_start_ms = 0
+        self._utt_end_wall = 0.0
+        self._runner: asyncio.Task[None] | None = None
+        #: set once the pipeline stopped; ``failure`` says why if it was not asked to
+        self.finished = asyncio.Event()
+        self.failure: MCUSTTError | None = None
+        self.log = log.bind(session_id=session.id, tenant_id=tenant.id)
+
+    # -- adapter side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name=f"pipeline-{self.session_id}")
+
+    async def push(self, pcm: bytes) -> None:
+        """Queue audio; waits when the queue is full (backpressure to the transport)."""
+        if self.finished.is_set():
+            return
+        await self._queue.put(pcm)
+
+    async def close(self) -> None:
+        """Finish: the open utterance is finalized and persisted, then the task ends."""
+        if self._runner is None or self._runner.done():
+            self.finished.set()
+            return
+        await self._queue.put(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._runner)
+
+    async def abort(self) -> None:
+        """Stop at once (shutdown of a stuck engine); unfinalized speech is lost."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        await self._drop_stream()
+        self.finished.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                pcm = await self._queue.get()
+                if pcm is None:
+                    for ev in self._segmenter.flush():
+                        await self._vad_event(ev)
+                    break
+                for ev in self._segmenter.feed(pcm):
+                    await self._vad_event(ev)
+                self.audio_ms += pcm_ms(pcm)
+                self._unbilled_ms += pcm_ms(pcm)
+                if self._unbilled_ms >= USAGE_FLUSH_MS:
+                    await self._bill()
+            await self._end_utterance()
+            await self._bill()
+            await self.state.repo.set_audio_ms(self.session_id, self.audio_ms)
+        except MCUSTTError as exc:
+            self.failure = exc
+            self.log.warning("pipeline stopped", code=exc.code, reason=exc.message)
+            await self._drop_stream()
+            with contextlib.suppress(Exception):
+                await self._bill()
+        except Exception as exc:
+            self.failure = RecognizerError(f"pipeline failed: {exc}")
+            self.log.exception("pipeline crashed")
+            await self._drop_stream()
+        finally:
+            self.finished.set()
+
+    async def _vad_event(self, ev: Start | Audio | End) -> None:
+        if isinstance(ev, Start):
+            await self._end_utterance()  # defensive: one stream at a time
+            self._utt_start_ms = self._base_ms + ev.at_ms
+            self._stream = self.state.recognizer.open_stream(
+                language=self.language, auto_detect=self.auto_detect
+            )
+            stream = self._stream
+            self._consumer = asyncio.create_task(
+                self._consume(stream, self._utt_start_ms), name=f"results-{self.session_id}"
+            )
+            await self._feed(ev.preroll)
+        elif isinstance(ev, Audio):
+            await self._feed(ev.pcm)
+        else:
+            self._utt_end_wall = time.monotonic()
+            await self._end_utterance()
+
+    async def _feed(self, pcm: bytes) -> None:
+        if self._stream is None or not pcm:
+            return
+        try:
+            await self._stream.feed(pcm)
+        except RecognizerError as exc:
+            await self._engine_failed(exc)
+
+    async def _end_utterance(self) -> None:
+        stream, consumer = self._stream, self._consumer
+        if stream is None:
+            return
+        self._stream, self._consumer = None, None
+        try:
+            await stream.finish()
+            if consumer is not None:
+                await consumer
+        except RecognizerError as exc:
+            await self._engine_failed(exc)
+        finally:
+            await stream.aclose()
+
+    async def _drop_stream(self) -> None:
+        stream, consumer = self._stream, self._consumer
+        self._stream, self._consumer = None, None
+        if consumer is not None:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await consumer
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+    async def _engine_failed(self, exc: RecognizerError) -> None:
+        if exc.fatal:
+            raise exc
+        self.log.warning("utterance dropped after a recognizer error", error=exc.message)
+
+    async def _consume(self, stream: RecognizerStream, utt_start_ms: int) -> None:
+        async for hyp in stream.results():
+            await self._hypothesis(hyp, utt_start_ms)
+
+    async def _hypothesis(self, hyp: Hypothesis, utt_start_ms: int) -> None:
+        text = " ".join(hyp.text.split())
+        lang = hyp.lang or self.language
+        if hyp.lang and hyp.lang != self.detected:
+            self.detected = hyp.lang
+            await self.state.repo.set_detected_lang(self.session_id, hyp.lang)
+            await self._emit(events.language(hyp.lang))
+        if not text:
+            return
+        now_ms = int(time.time() * 1000)
+        if not hyp.is_final:
+            await self._emit(
+                events.transcript(
+                    seq=self.next_seq, text=text, is_final=False, lang=lang, ts=now_ms
+                )
+            )
+            return
+        seq = self.next_seq
+        start = utt_start_ms + (hyp.start_ms or 0)
+        end = utt_start_ms + hyp.end_ms if hyp.end_ms is not None else self.audio_ms
+        # Persist first: a final anyone has seen can always be replayed.
+        await self.state.repo.append_final(
+            self.session_id,
+            seq=seq,
+            text=text,
+            lang=lang,
+            ts=now_ms,
+            start_ms=start,
+            end_ms=max(end, start),
+            audio_ms=self.audio_ms,
+        )
+        self.next_seq = seq + 1
+        self.state.metrics.finals.inc()
+        if self._utt_end_wall:
+            self.state.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
+        await self._emit(events.transcript(seq=seq, text=text, is_final=True, lang=lang, ts=now_ms))
+
+    async def _emit(self, event: dict[str, Any]) -> None:
+        self.sink(event)
+        try:
+            await self.state.hub.publish(self.session_id, event)
+        except Exception as exc:
+            # Viewers catch up from the store on reconnect; the producer already has it.
+            self.log.warning("publish failed", error=str(exc))
+
+    async def _bill(self) -> None:
+        ms, self._unbilled_ms = self._unbilled_ms, 0
+        if ms <= 0:
+            return
+        self.state.metrics.audio_seconds.inc(ms / 1000)
+        total = await self.state.repo.add_usage(self.tenant.id, ms)
+        cap_ms = self.tenant.daily_minutes_cap * 60_000
+        if total >= cap_ms:
+            raise DailyCapReached(
+                f"the tenant's daily audio cap of {self.tenant.daily_minutes_cap} minutes "
+                "is reached; the session has ended"
+            )
+
+
+class PipelineRegistry:
+    """The pipelines whose producer is connected to this node."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._live: dict[str, SessionPipeline] = {}
+        self._keepers: dict[str, asyncio.Task[None]] = {}
+
+    def get(self, session_id: str) -> SessionPipeline | None:
+        return self._live.get(session_id)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    async def open(
+        self, session: Session, tenant: Tenant, producer_id: str, sink: Sink
+    ) -> SessionPipeline:
+        """Start a pipeline for a session whose producer claim this node holds."""
+        pipeline = SessionPipeline(self.state, session, tenant, sink)
+        self._live[session.id] = pipeline
+        pipeline.start()
+        self._keepers[session.id] = asyncio.create_task(
+            self._keep(session.id, producer_id), name=f"lease-{session.id}"
+        )
+        self.state.metrics.producers.set(len(self._live))
+        return pipeline
+
+    async def release(self, pipeline: SessionPipeline, producer_id: str) -> None:
+        """The producer left: finalize, persist, give up the claim (session stays live)."""
+        await pipeline.close()
+        await self._forget(pipeline.session_id, producer_id)
+
+    async def _forget(self, session_id: str, producer_id: str) -> None:
+        keeper = self._keepers.pop(session_id, None)
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        self._live.pop(session_id, None)
+        self.state.metrics.producers.set(len(self._live))
+        await self.state.sessions.release_producer(session_id, producer_id)
+
+    async def _keep(self, session_id: str, producer_id: str) -> None:
+        """Renew the producer lease, and obey a stop published by another node."""
+        viewer = await self.state.hub.join(session_id)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    item = await asyncio.wait_for(viewer.queue.get(), timeout=10)
+                    if isinstance(item, events.Event) and item.type == "_stop":
+                        pipeline = self._live.get(session_id)
+                        if pipeline is not None:
+                            reason = str(item.data.get("reason") or "deleted")
+                            asyncio.get_running_loop().call_soon(
+                                self.state.spawn,
+                                self._end_local(pipeline, reason),
+                                f"end-{session_id}",
+                            )
+                    continue
+                await self.state.sessions.renew_producer(session_id, producer_id)
+        finally:
+            await self.state.hub.leave(viewer)
+
+    async def _end_local(self, pipeline: SessionPipeline, reason: str) -> None:
+        session = await self.state.sessions.get(pipeline.session_id)
+        if session is not None:
+            await self.end_session(session, reason=reason)
+
+    async def end_session(self, session: Session, *, reason: str) -> None:
+        """End a session (idempotent): finalize its pipeline wherever it runs, persist,
+        mark it ended, tell everyone, queue its summary."""
+        pipeline = self._live.get(session.id)
+        if pipeline is not None:
+            await pipeline.close()
+        elif await self.state.sessions.producer_connected(session):
+            # The producer is on another node: ask it to finalize first, so the last
+            # final precedes session-end; take over if it does not answer in time.
+            await self.state.hub.publish(session.id, {"type": "_stop", "reason": reason})
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                fresh = await self.state.sessions.get(session.id)
+                if fresh is None or fresh.status == "ended":
+                    return
+                await asyncio.sleep(0.1)
+        if await self.state.sessions.mark_ended(session.id, reason):
+            log.info("session ended", session_id=session.id, reason=reason)
+            end = events.session_end(reason)
+            if pipeline is not None:
+                pipeline.sink(end)
+            with contextlib.suppress(Exception):
+                await self.state.hub.publish(session.id, end)
+            await self.state.jobs.enqueue_session_summary(session)
+
+    async def aclose(self) -> None:
+        """Shutdown: finalize every local pipeline (bounded wait), release claims."""
+        for session_id, pipeline in list(self._live.items()):
+            try:
+                await asyncio.wait_for(pipeline.close(), timeout=10)
+            except TimeoutError:
+                await pipeline.abort()
+            session = await self.state.sessions.get(session_id)
+            if session is not None and session.producer_id:
+                await self._forget(session_id, session.producer_id)

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel models, the async database handle, and queries."""

@@ -1,0 +1,130 @@
+"""Tables. Times are unix seconds (float) so SQLite and PostgreSQL agree exactly.
+
+Every change here needs an Alembic revision (``alembic/versions``); the server refuses
+to start on a database whose revision differs from the code's head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Meta(SQLModel, table=True):
+    """Process-wide values shared by every node (e.g. the generated JWT secret)."""
+
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    #: sha256 of the API key; the key itself is never stored.
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    #: the first characters of the key, so operators can tell keys apart.
+    key_prefix: str = Field(max_length=24)
+    max_sessions: int = 50
+    daily_minutes_cap: int = 6000
+    brand_name: str | None = Field(default=None, max_length=200)
+    accent_color: str | None = Field(default=None, max_length=32)
+    logo_url: str | None = Field(default=None, max_length=2000)
+    allowed_origins: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    disabled: bool = False
+    created_at: float
+    updated_at: float
+
+
+class Session(SQLModel, table=True):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_tenant_status", "tenant_id", "status"),)
+    id: str = Field(primary_key=True, max_length=16)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32)
+    title: str | None = Field(default=None, max_length=500)
+    source_lang: str = Field(default="en-US", max_length=35)
+    auto_detect: bool = True
+    #: "live" until ended (by stop, DELETE, daily cap, or abandonment); then "ended".
+    status: str = Field(default="live", max_length=16)
+    end_reason: str | None = Field(default=None, max_length=64)
+    detected_lang: str | None = Field(default=None, max_length=35)
+    owner_secret_hash: str = Field(max_length=64)
+    #: jti of the one ingest token that may still connect; cleared (burned) on connect.
+    ingest_jti: str | None = Field(default=None, max_length=64)
+    #: the connected producer (any node) and how long its claim holds without renewal.
+    producer_id: str | None = Field(default=None, max_length=64)
+    producer_lease_until: float | None = None
+    last_seq: int = 0
+    audio_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    created_at: float
+    updated_at: float
+    ended_at: float | None = None
+
+
+class TranscriptLine(SQLModel, table=True):
+    __tablename__ = "transcript_lines"
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_lines_session_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(foreign_key="sessions.id", max_length=16, index=True)
+    seq: int
+    text: str
+    lang: str = Field(max_length=35)
+    #: wall clock of the final, unix milliseconds (the wire ``ts``).
+    ts: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: where the words are in the session's audio (ms since its first audio byte).
+    start_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    end_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    speaker: str | None = Field(default=None, max_length=64)
+
+
+class Summary(SQLModel, table=True):
+    __tablename__ = "summaries"
+    session_id: str = Field(primary_key=True, foreign_key="sessions.id", max_length=16)
+    #: "pending", "ready" or "failed"
+    status: str = Field(default="pending", max_length=16)
+    model: str | None = Field(default=None, max_length=100)
+    lang: str | None = Field(default=None, max_length=35)
+    content: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    from_seq: int | None = None
+    to_seq: int | None = None
+    updated_at: float
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_claim", "status", "run_after"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
+    kind: str = Field(max_length=32)
+    #: "queued", "running", "ready" or "failed"
+    status: str = Field(default="queued", max_length=16)
+    session_id: str | None = Field(default=None, max_length=16)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    #: a running job whose lease passed was abandoned by a dead worker: claimable again.
+    lease_until: float | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    run_after: float = 0.0
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+    created_at: float
+    updated_at: float
+
+
+class Usage(SQLModel, table=True):
+    """Audio time per tenant per UTC day (the daily minutes cap)."""
+
+    __tablename__ = "usage"
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.id", max_length=32)
+    day: str = Field(primary_key=True, max_length=10)
+    audio_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

@@ -1,0 +1,49 @@
+"""The embeddable caption page (§8): static files from ``web/embed/``.
+
+The page is the same for every session; it reads its token from the URL fragment
+(never sent to the server) and talks to the SSE feed. The tenant's allowed origins
+become a ``frame-ancestors`` policy so only their pages can frame it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from mcustt import tenants
+from mcustt.api import app_state
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "embed"
+
+
+def assets() -> StaticFiles:
+    return StaticFiles(directory=WEB_DIR, check_dir=False)
+
+
+async def embed_page(request: Request) -> Response:
+    state = app_state(request)
+    session = await state.sessions.get(request.path_params["session_id"])
+    ancestors = "*"
+    if session is not None:
+        tenant = await tenants.find(state.db, session.tenant_id)
+        allowed = (tenant.allowed_origins if tenant else None) or []
+        if allowed and "*" not in allowed:
+            ancestors = " ".join(["'self'", *allowed])
+    # An unknown session still gets the page: it explains the problem to the viewer
+    # instead of leaving a blank box in someone's iframe.
+    return FileResponse(
+        WEB_DIR / "index.html",
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": (
+                "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
+                f"frame-ancestors {ancestors}"
+            ),
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
