@@ -1,0 +1,204 @@
+"""Shared fixtures: real servers on free ports, over every storage backend.
+
+PostgreSQL and Redis are real. When ``CI=true`` a test that needs them fails if they
+are absent; elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from mcustt.config import Settings
+from mcustt.server import uvicorn_config
+from mcustt.store.db import migrate
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("MCUSTT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MCUSTT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN = "test-admin-token"
+
+
+def need_service(name: str, reason: str) -> None:
+    """Fail under CI (the service must be there), skip elsewhere."""
+    if CI:
+        pytest.fail(f"{name} is required when CI=true: {reason}")
+    pytest.skip(f"{name} not available: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+def _pg_connect(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=3)
+
+
+def create_pg_database() -> str:
+    """A fresh, empty database on the test server; returns its URL."""
+    name = "mcustt_" + uuid.uuid4().hex[:12]
+    try:
+        with _pg_connect(PG_ADMIN_URL) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        need_service("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with contextlib.suppress(Exception), _pg_connect(PG_ADMIN_URL) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """One migrated PostgreSQL database for the whole run (tests use their own tenants)."""
+    url = create_pg_database()
+    migrate(url)
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        need_service("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/mcustt.db"
+        migrate(url)
+        return url
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/mcustt.db"
+    migrate(url)
+    return url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=database_url,
+        admin_token=ADMIN,
+        recognizer="null",
+        redis_prefix="t" + uuid.uuid4().hex[:10],
+        log_level="warning",
+        recognizer_workers=1,
+        retention_interval_s=3600,
+    )
+    return replace(base, **overrides)
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    settings: Settings
+    url: str
+    ws_url: str
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def state(self) -> Any:
+        return self.server.config.loaded_app_state  # type: ignore[attr-defined]
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def run_server(settings: Settings) -> AsyncIterator[Running]:
+    """A real uvicorn server in this event loop, on a free port."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = replace(settings, public_url=url)
+    config = uvicorn_config(settings, host="127.0.0.1", port=port)
+    app = config.app
+    config.loaded_app_state = app.state.mcustt  # type: ignore[attr-defined]
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # startup failed: raise its error
+    try:
+        yield Running(settings, url, f"ws://127.0.0.1:{port}", server, task)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=20)
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[Running]:
+    """A server on each database (SQLite and PostgreSQL)."""
+    async with run_server(make_settings(db_url)) as running:
+        yield running
+
+
+@pytest.fixture
+async def sqlite_server(sqlite_url: str) -> AsyncIterator[Running]:
+    async with run_server(make_settings(sqlite_url)) as running:
+        yield running
+
+
+async def new_tenant(srv: Running, **body: Any) -> dict[str, Any]:
+    body.setdefault("name", "Acme " + uuid.uuid4().hex[:6])
+    async with srv.client() as c:
+        r = await c.post("/api/admin/tenants", json=body, headers={"authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 201, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+async def new_session(srv: Running, key: str, **body: Any) -> dict[str, Any]:
+    async with srv.client() as c:
+        r = await c.post("/api/sessions", json=body, headers={"x-tenant-key": key})
+    assert r.status_code == 201, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def read_wav(name: str) -> bytes:
+    """PCM16 16 kHz mono samples of a fixture (its 44-byte header dropped)."""
+    import wave
+
+    with wave.open(str(FIXTURES / name), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        return w.readframes(w.getnframes())
