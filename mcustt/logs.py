@@ -24,9 +24,32 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for name, value in list(event.items()):
         if _SECRET_FIELD.search(name) and name not in {"event"}:
             event[name] = "[redacted]"
-        elif isinstance(value, str) and ("sk_mcustt_" in value or "eyJ" in value):
-            event[name] = _SECRET_VALUE.sub("[redacted]", value)
+        elif isinstance(value, str):
+            event[name] = scrub(value)
     return event
+
+
+_QUERY_SECRET = re.compile(r"((?:token|t|key|ownerSecret)=)[^&\s\"']+")
+
+
+def scrub(text: str) -> str:
+    return _SECRET_VALUE.sub("[redacted]", _QUERY_SECRET.sub(r"\1[redacted]", text))
+
+
+class ScrubFilter(logging.Filter):
+    """For stdlib loggers we do not own (uvicorn logs WebSocket paths with queries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "ASGI callable returned without completing handshake.":
+            # uvicorn's sans-I/O WebSocket protocol says this after every upgrade we
+            # refuse with a denial response (401/404/409/429), which is a completed
+            # answer, not a bug; every mcustt socket handler accepts or denies.
+            return False
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
@@ -51,4 +74,8 @@ def configure(level: str = "info", stream: Any = None) -> None:
     # level; uvicorn's access log is off because it would print query-string tokens.
     logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(message)s")
     logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+            logger.addFilter(ScrubFilter())
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

@@ -26,7 +26,9 @@ from mcustt.store.db import migrate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get("MCUSTT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "MCUSTT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("MCUSTT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN = "test-admin-token"
 
@@ -50,7 +52,9 @@ def free_port() -> int:
 def _pg_connect(url: str) -> Any:
     import psycopg
 
-    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=3)
+    return psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=3
+    )
 
 
 def create_pg_database() -> str:
@@ -181,7 +185,9 @@ async def sqlite_server(sqlite_url: str) -> AsyncIterator[Running]:
 async def new_tenant(srv: Running, **body: Any) -> dict[str, Any]:
     body.setdefault("name", "Acme " + uuid.uuid4().hex[:6])
     async with srv.client() as c:
-        r = await c.post("/api/admin/tenants", json=body, headers={"authorization": f"Bearer {ADMIN}"})
+        r = await c.post(
+            "/api/admin/tenants", json=body, headers={"authorization": f"Bearer {ADMIN}"}
+        )
     assert r.status_code == 201, r.text
     doc: dict[str, Any] = r.json()
     return doc

@@ -107,7 +107,7 @@ class Repo:
             set_={"audio_ms": Usage.__table__.c.audio_ms + stmt.excluded.audio_ms},  # type: ignore[attr-defined]
         )
         async with self.db.session() as s:
-            await s.execute(stmt)
+            await s.exec(stmt)  # type: ignore[call-overload]
             await s.commit()
             row = await s.get(Usage, (tenant_id, day), populate_existing=True)
             return int(row.audio_ms) if row else audio_ms

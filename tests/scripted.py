@@ -1,0 +1,51 @@
+"""A deterministic recognizer for pipeline tests (real speech tests use sphinx).
+
+Each utterance yields an interim after its first 200 ms of audio, then one final
+"utterance N" whose offsets cover exactly the audio it was fed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerStream
+from mcustt.types import pcm_ms
+
+_counter = itertools.count(1)
+
+
+class ScriptedStream(RecognizerStream):
+    def __init__(self, lang: str) -> None:
+        self.n = next(_counter)
+        self.lang = lang
+        self.fed = 0
+        self.queue: asyncio.Queue[Hypothesis | None] = asyncio.Queue(100)
+        self.interim_sent = False
+
+    async def feed(self, pcm: bytes) -> None:
+        self.fed += len(pcm)
+        if not self.interim_sent and pcm_ms(self.fed) >= 200:
+            self.interim_sent = True
+            await self.queue.put(Hypothesis(f"utterance {self.n}", False, self.lang))
+
+    async def finish(self) -> None:
+        await self.queue.put(
+            Hypothesis(f"utterance {self.n}", True, self.lang, 0, pcm_ms(self.fed))
+        )
+        await self.queue.put(None)
+
+    async def results(self) -> AsyncIterator[Hypothesis]:
+        while (item := await self.queue.get()) is not None:
+            yield item
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ScriptedRecognizer(Recognizer):
+    name = "scripted"
+
+    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+        return ScriptedStream(language)
