@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fakes.google_speech import MAX_CHUNK_BYTES, FakeSpeech, Script
 from google.api_core import exceptions as api_exceptions
 from google.cloud.speech_v2 import SpeechAsyncClient
 from google.cloud.speech_v2.services.speech.transports import SpeechGrpcAsyncIOTransport
@@ -19,7 +20,6 @@ from mcustt.config import Settings
 from mcustt.recognizers import load_recognizer
 from mcustt.recognizers.base import Hypothesis, RecognizerError
 from mcustt.recognizers.google import MAX_REQUEST_BYTES, GoogleRecognizer, default_endpoint
-from tests.fakes.google_speech import MAX_CHUNK_BYTES, FakeSpeech, Script
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -173,7 +173,7 @@ async def test_auto_detect_sends_the_candidate_languages(
 async def test_long_utterance_rolls_over_mid_sentence_without_losing_words() -> None:
     # The client rolls over at 4 s of audio per call; the fake would abort at 4.5 s.
     async with FakeSpeech(stream_limit_s=4.5) as fake:
-        script = fake.script(SENTENCES, pause_ms=300)
+        script = fake.script(SENTENCES, word_ms=170, gap_ms=30, pause_ms=300)
         channel = grpc.aio.insecure_channel(fake.address)
         try:
             recognizer = recognizer_for(channel, google_stream_limit_s=4.0)
@@ -181,7 +181,7 @@ async def test_long_utterance_rolls_over_mid_sentence_without_losing_words() -> 
         finally:
             await channel.close()
 
-    assert script.duration_ms > 4 * 4000
+    assert script.duration_ms > 3 * 4000
     assert [h.text for h in finals(hypotheses)] == script.sentences
     # Offsets of later calls are mapped back onto the utterance timeline.
     assert [h.end_ms for h in finals(hypotheses)] == script.final_end_ms
@@ -198,10 +198,32 @@ async def test_long_utterance_rolls_over_mid_sentence_without_losing_words() -> 
     assert script.pcm.endswith(bytes(fake.streams[-1].audio))
 
 
+async def test_sentence_longer_than_the_limit_is_flushed_not_resent_forever() -> None:
+    # 30 words without a pause (6 s) and no final from Google: re-sending the tail would
+    # never fit in a 4 s call, so the call is drained and its audio counts as final.
+    async with FakeSpeech(stream_limit_s=4.5) as fake:
+        words = " ".join(f"w{i}" for i in range(30))
+        script = fake.script(words, lead_ms=0)  # the cut at 4 s falls between words
+        channel = grpc.aio.insecure_channel(fake.address)
+        try:
+            recognizer = recognizer_for(channel, google_stream_limit_s=4.0)
+            hypotheses = await recognize(recognizer, script.pcm)
+        finally:
+            await channel.close()
+
+    assert [(h.text, h.start_ms, h.end_ms) for h in finals(hypotheses)] == [
+        (" ".join(f"w{i}" for i in range(20)), 0, 4000),
+        (" ".join(f"w{i}" for i in range(20, 30)), 4000, script.final_end_ms[0]),
+    ]
+    assert [s.status for s in fake.streams] == [grpc.StatusCode.OK, grpc.StatusCode.OK]
+    assert fake.streams[0].half_closed and len(fake.streams[0].audio) == 4000 * 32
+    assert bytes(fake.streams[0].audio) + bytes(fake.streams[1].audio) == script.pcm
+
+
 async def test_rollover_also_happens_on_wall_time(
     fake: FakeSpeech, channel: grpc.aio.Channel
 ) -> None:
-    script = fake.script("slow speaker / takes a while")
+    script = fake.script("alpha / bravo / charlie / delta", pause_ms=300)
     recognizer = recognizer_for(channel, google_stream_limit_s=1.0)
     stream = recognizer.open_stream(language="en-US", auto_detect=False)
     hypotheses: list[Hypothesis] = []
@@ -214,14 +236,18 @@ async def test_rollover_also_happens_on_wall_time(
     cut = 300 * 32
     await stream.feed(script.pcm[:cut])
     await asyncio.sleep(1.3)  # the pipeline stalls: the call's wall time runs out
-    await stream.feed(script.pcm[cut:])
+    for start in range(cut, len(script.pcm), FRAME):
+        await stream.feed(script.pcm[start : start + FRAME])
+        await asyncio.sleep(0.002)
     await stream.finish()
     await asyncio.wait_for(consumer, 10)
     await stream.aclose()
 
     assert [h.text for h in finals(hypotheses)] == script.sentences
     assert len(fake.streams) >= 2
-    assert all(s.audio_s < 1.0 for s in fake.streams)
+    # The first call got 300 ms of audio in more than a second: wall time ended it.
+    assert len(fake.streams[0].audio) == cut
+    assert all(s.audio_s <= 1.0 for s in fake.streams)
     assert fake.streams[-1].status == grpc.StatusCode.OK
 
 
@@ -328,8 +354,13 @@ async def test_insecure_endpoint_override_reaches_an_emulator(fake: FakeSpeech) 
     await recognizer.check()
     script = fake.script("through the endpoint setting")
     hypotheses = await recognize(recognizer, script.pcm)
-    await recognizer.aclose()
     assert final_words(hypotheses) == script.words
+
+    # Shutdown closes streams still open, then the recognizer's own channel.
+    left_open = recognizer.open_stream(language="en-US", auto_detect=False)
+    await left_open.feed(script.pcm)
+    await recognizer.aclose()
+    assert [h async for h in left_open.results()] == []
 
 
 async def test_the_fake_enforces_google_limits(fake: FakeSpeech, channel: grpc.aio.Channel) -> None:
@@ -386,7 +417,9 @@ async def test_check_without_credentials_raises(no_adc: Path) -> None:
     await recognizer.aclose()
 
 
-async def test_check_with_credentials_but_no_project_raises(no_adc: Path) -> None:
+@pytest.fixture
+def user_adc(no_adc: Path) -> Path:
+    """Authorized-user ADC: loads without network and carries no project."""
     no_adc.write_text(
         json.dumps(
             {
@@ -397,6 +430,10 @@ async def test_check_with_credentials_but_no_project_raises(no_adc: Path) -> Non
             }
         )
     )
+    return no_adc
+
+
+async def test_check_with_credentials_but_no_project_raises(user_adc: Path) -> None:
     with pytest.raises(RecognizerError, match="project"):
         await GoogleRecognizer(settings(google_project=None)).check()
 

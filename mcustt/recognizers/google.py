@@ -42,6 +42,7 @@ Configuration (see :class:`mcustt.config.Settings`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
 import random
@@ -76,6 +77,11 @@ MAX_REQUEST_BYTES = 12_800
 _MIN_REQUEST_BYTES = 3_200
 # ... waiting at most this long for more audio, so coalescing adds little latency.
 _LINGER_S = 0.1
+# Catching up on a backlog is paced: it keeps near real time what Google wants near
+# real time, and a server's early end is seen (call.done()) before the next write.
+# Writing into a call the server just closed makes grpc.aio replace the real status
+# (say INVALID_ARGUMENT) with "INTERNAL: Internal error from Core".
+_MIN_WRITE_INTERVAL_S = 0.01
 # feed() waits while this much audio is not yet written to gRPC (backpressure).
 _MAX_UNSENT_BYTES = 10 * _BYTES_PER_SECOND
 _RESULTS_QUEUE_SIZE = 256
@@ -83,6 +89,9 @@ _RESULTS_QUEUE_SIZE = 256
 _SOFT_ROLLOVER_FRACTION = 0.8
 # A re-sent tail longer than this fraction would leave the new call too little room.
 _MAX_RESEND_FRACTION = 0.75
+# At the limit with a long tail, finals of a burst may still be on their way: wait
+# this long (at most; 5 % of the limit in short test set-ups) before flushing instead.
+_FINAL_GRACE_MAX_S = 2.0
 # How long a half-closed call may take to deliver its last finals and close.
 _FLUSH_TIMEOUT_S = 30.0
 # After a failed write, how long to wait for the call's status (the real error).
@@ -119,6 +128,8 @@ class _BidiCall(Protocol):
     async def write(self, request: Any) -> None: ...
 
     async def done_writing(self) -> None: ...
+
+    def done(self) -> bool: ...
 
     def cancel(self) -> bool: ...
 
@@ -319,7 +330,12 @@ class GoogleRecognizer(Recognizer):
     def language_codes(self, language: str, auto_detect: bool) -> list[str]:
         if not auto_detect:
             return [language]
-        return [code for code in self.settings.google_languages if code] or ["auto"]
+        candidates = [code for code in self.settings.google_languages if code]
+        if not candidates or "auto" in candidates:
+            return ["auto"]
+        # The session's own language is always a candidate: a Spanish session on a
+        # server whose list is ["en-US"] must still be recognized as Spanish.
+        return [language, *[c for c in candidates if c != language]]
 
     def config_request(
         self, language_codes: Sequence[str]
@@ -418,6 +434,7 @@ class GoogleRecognizerStream(RecognizerStream):
         self._attempt: _Attempt | None = None
         self._audio_event = asyncio.Event()  # new audio, finish() or a rollover request
         self._space_event = asyncio.Event()  # audio was written out, or the stream ended
+        self._final_event = asyncio.Event()  # a final moved the start of the buffer
         self._results: asyncio.Queue[Hypothesis | RecognizerError | _End] = asyncio.Queue(
             _RESULTS_QUEUE_SIZE
         )
@@ -538,7 +555,6 @@ class GoogleRecognizerStream(RecognizerStream):
                     delay_s=delay,
                     error=str(exc),
                 )
-                self._attempt = None
                 await asyncio.sleep(delay)
                 continue
             finally:
@@ -601,6 +617,7 @@ class GoogleRecognizerStream(RecognizerStream):
 
     async def _send(self, call: _BidiCall, first_request: Any, attempt: _Attempt) -> _Outcome:
         await call.write(first_request)
+        last_write = time.monotonic()
         limit_at = attempt.base + self._limit_bytes
         deadline = attempt.opened_at + self._limit_s
         force = False
@@ -616,10 +633,17 @@ class GoogleRecognizerStream(RecognizerStream):
                 await call.done_writing()
                 return _Outcome.FINISHED
             if unsent >= _MIN_REQUEST_BYTES or (unsent > 0 and (force or self._finished)):
+                pause = last_write + _MIN_WRITE_INTERVAL_S - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    continue  # a final or a rollover request may have come meanwhile
+                if call.done():
+                    raise _Transient("the server ended the stream")
                 size = min(unsent, MAX_REQUEST_BYTES, limit_at - attempt.sent)
                 start = attempt.sent - self._buf_start
                 chunk = bytes(self._buffer[start : start + size])
                 await call.write(cloud_speech.StreamingRecognizeRequest(audio=chunk))
+                last_write = time.monotonic()
                 attempt.sent += size
                 force = False
                 self._space_event.set()
@@ -635,8 +659,15 @@ class GoogleRecognizerStream(RecognizerStream):
                 force = unsent > 0
 
     async def _half_close(self, call: _BidiCall, attempt: _Attempt) -> _Outcome:
-        tail = attempt.sent - self._buf_start
-        if tail <= _MAX_RESEND_FRACTION * self._limit_bytes:
+        max_tail = _MAX_RESEND_FRACTION * self._limit_bytes
+        if attempt.sent - self._buf_start > max_tail:
+            grace = min(_FINAL_GRACE_MAX_S, 0.05 * self._limit_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    while attempt.sent - self._buf_start > max_tail and not call.done():
+                        self._final_event.clear()
+                        await self._final_event.wait()
+        if attempt.sent - self._buf_start <= max_tail:
             # The new call re-recognizes the tail: what this one says next is ignored.
             attempt.discard = True
             await call.done_writing()
@@ -688,6 +719,7 @@ class GoogleRecognizerStream(RecognizerStream):
         end = attempt.base + offset if offset else attempt.sent
         end = max(min(end, attempt.sent), self._buf_start)
         self._drop_until(end)
+        self._final_event.set()
         attempt.progressed = True
         start_ms = self._final_end_ms
         end_ms = max(end // _BYTES_PER_MS, start_ms)

@@ -27,7 +27,6 @@ request in :attr:`FakeSpeech.streams`.
 from __future__ import annotations
 
 import array
-import asyncio
 import datetime
 import itertools
 import re
@@ -381,24 +380,23 @@ class FakeSpeech:
                     yield response
                 if fault is not None and len(stream.audio_sizes) >= fault.after_audio_requests:
                     raise _Abort(fault.code, fault.message)
-            stream.half_closed = True
             if decoder is None:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "No streaming config was sent.")
             stream.ended_mid_word = decoder.in_word
+            stream.half_closed = True
             for response in decoder.flush():
                 stream.responses.append(response)
                 yield response
             stream.status = grpc.StatusCode.OK
         except _Abort as abort:
             stream.status, stream.details = abort.code, abort.details
-            if decoder is not None:
-                stream.ended_mid_word = decoder.in_word
             await context.abort(abort.code, abort.details)
-        except asyncio.CancelledError:
-            stream.cancelled = True
-            if decoder is not None:
+        finally:
+            # A cancelled call surfaces as CancelledError or as GeneratorExit at a yield.
+            if stream.status is None:
+                stream.cancelled = True
+            if decoder is not None and not stream.half_closed:
                 stream.ended_mid_word = decoder.in_word
-            raise
 
     def _open(self, request: cloud_speech.StreamingRecognizeRequest) -> _Decoder:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
