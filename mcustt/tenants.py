@@ -152,7 +152,7 @@ async def authenticate(db: Database, key: str | None) -> Tenant:
     return tenant
 
 
-def check_origin(tenant: Tenant, origin: str | None) -> None:
+def check_origin(tenant: Tenant, origin: str | None, *, own: str | None = None) -> None:
     """Browser-facing endpoints: an ``Origin`` outside the tenant's list gets 403.
 
     A tenant with no list accepts every origin (captions are meant to be embedded);
@@ -161,5 +161,7 @@ def check_origin(tenant: Tenant, origin: str | None) -> None:
     allowed = tenant.allowed_origins or []
     if not origin or not allowed or "*" in allowed:
         return
+    if own is not None and origin.rstrip("/") == own.rstrip("/"):
+        return  # our own embed page, calling home
     if origin.rstrip("/") not in {a.rstrip("/") for a in allowed}:
         raise Forbidden(f"origin {origin} is not allowed for this tenant", code="ORIGIN_FORBIDDEN")

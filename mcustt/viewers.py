@@ -55,7 +55,7 @@ async def authorize_viewer(
     tenant = await tenants.find(state.db, session.tenant_id)
     if tenant is None or tenant.disabled:
         raise Unauthorized("the tenant of this session is disabled", code="TENANT_DISABLED")
-    tenants.check_origin(tenant, conn.headers.get("origin"))
+    tenants.check_origin(tenant, conn.headers.get("origin"), own=state.settings.public_url)
     structlog.contextvars.bind_contextvars(session_id=session.id, tenant_id=tenant.id)
     return session
 

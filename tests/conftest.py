@@ -208,3 +208,60 @@ def read_wav(name: str) -> bytes:
     with wave.open(str(FIXTURES / name), "rb") as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
         return w.readframes(w.getnframes())
+
+
+# -- server processes (multi-node tests) ------------------------------------------------
+
+
+@dataclass
+class Node:
+    url: str
+    ws_url: str
+    proc: Any
+    log_path: Path
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def spawn_node(env: dict[str, str], log_path: Path) -> AsyncIterator[Node]:
+    """``python -m mcustt serve`` in its own process, as an operator would run it."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    full_env = {
+        **os.environ,
+        "MCUSTT_ADMIN_TOKEN": ADMIN,
+        "MCUSTT_PUBLIC_URL": url,
+        "MCUSTT_LOG_LEVEL": "info",
+        "PYTHONPATH": str(Path(__file__).parent),
+        **env,
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcustt", "serve", "--port", str(port)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        async with httpx.AsyncClient(base_url=url) as c:
+            for _ in range(300):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"node exited: {log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await c.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"node did not start: {log_path.read_text()[-2000:]}")
+        yield Node(url, f"ws://127.0.0.1:{port}", proc, log_path)
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.wait), 20)
+        except TimeoutError:
+            proc.kill()
