@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -64,9 +65,18 @@ def serve(host: str | None, port: int | None, migrate: bool) -> None:
     from mcustt.store.db import migrate as do_migrate
 
     settings = _settings()
+    if host or port:
+        # Re-derive the default public URL from the address actually served.
+        settings = Settings.from_env(
+            {
+                **os.environ,
+                "MCUSTT_HOST": host or settings.host,
+                "MCUSTT_PORT": str(port or settings.port),
+            }
+        )
     if migrate:
         do_migrate(settings.database_url)
-    run(settings, host=host, port=port)
+    run(settings)
 
 
 @main.command()

@@ -45,7 +45,8 @@ class Settings:
     ingest_token_ttl_s: int = 12 * 3600
     read_token_ttl_s: int = 8 * 3600
     # Addresses
-    public_url: str = "http://127.0.0.1:8000"
+    #: empty = http://{host}:{port}, the address `mcustt serve` listens on
+    public_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     trusted_proxies: list[str] = field(default_factory=list)
@@ -121,6 +122,11 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            object.__setattr__(self, "public_url", f"http://{host}:{self.port}")
 
     def validate(self) -> None:
         if self.recognizer_workers < 0:
