@@ -146,7 +146,7 @@ class JobRunner:
                 if job_id is None:
                     return None
             result = await s.exec(
-                update(Job)  # type: ignore[call-overload]
+                update(Job)
                 .where(col(Job.id) == job_id, due)
                 .values(
                     status="running",
@@ -214,7 +214,7 @@ class JobRunner:
             await asyncio.sleep(lease / 3)
             async with self.state.db.session() as s:
                 await s.exec(
-                    update(Job)  # type: ignore[call-overload]
+                    update(Job)
                     .where(col(Job.id) == job_id, col(Job.lease_owner) == owner)
                     .values(lease_until=time.time() + lease)
                 )
@@ -231,7 +231,7 @@ class JobRunner:
     ) -> None:
         async with self.state.db.session() as s:
             done = await s.exec(
-                update(Job)  # type: ignore[call-overload]
+                update(Job)
                 .where(col(Job.id) == job.id, col(Job.lease_owner) == owner)
                 .values(
                     status=status,
@@ -252,7 +252,7 @@ class JobRunner:
     async def _retry(self, job: Job, owner: str, *, delay: float) -> None:
         async with self.state.db.session() as s:
             await s.exec(
-                update(Job)  # type: ignore[call-overload]
+                update(Job)
                 .where(col(Job.id) == job.id, col(Job.lease_owner) == owner)
                 .values(status="queued", lease_until=None, run_after=time.time() + delay)
             )
@@ -281,7 +281,7 @@ class JobRunner:
         ]
         lang = session.detected_lang or session.source_lang
         result = await self.state.summarizer.summarize(lines, lang=lang)
-        doc = {
+        doc: dict[str, Any] = {
             "model": result.model,
             "lang": result.lang,
             "content": result.content.to_json(),

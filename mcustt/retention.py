@@ -30,10 +30,10 @@ async def prune(state: AppState, *, now: float | None = None) -> int:
         ids = list(rows.all())
         if not ids:
             return 0
-        await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))  # type: ignore[call-overload]
-        await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))  # type: ignore[call-overload]
-        await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))  # type: ignore[call-overload]
-        await s.exec(delete(Session).where(col(Session.id).in_(ids)))  # type: ignore[call-overload]
+        await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))
+        await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))
+        await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))
+        await s.exec(delete(Session).where(col(Session.id).in_(ids)))
         await s.commit()
     log.info("pruned ended sessions", count=len(ids))
     return len(ids)

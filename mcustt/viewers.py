@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -85,8 +85,13 @@ async def subscribe_endpoint(ws: WebSocket) -> None:
     try:
         await ws.accept()
         relay = asyncio.create_task(_relay(state, ws, viewer, last_seq), name=f"relay-{session.id}")
+
         # A kick (slow viewer) cancels a send that may be stuck on a full TCP buffer.
-        viewer.on_kick = lambda _reason: relay.cancel() if relay else None
+        def kick(_reason: str) -> None:
+            if relay is not None:
+                relay.cancel()
+
+        viewer.on_kick = kick
         reader = asyncio.create_task(_read_until_close(ws), name=f"viewer-rx-{session.id}")
         done, _ = await asyncio.wait({relay, reader}, return_when=asyncio.FIRST_COMPLETED)
         for task in (relay, reader):

@@ -39,8 +39,8 @@ async def embed_page(request: Request) -> Response:
         media_type="text/html; charset=utf-8",
         headers={
             "Content-Security-Policy": (
-                "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
-                f"frame-ancestors {ancestors}"
+                "default-src 'self'; img-src 'self' https: data:; "
+                f"style-src 'self' 'unsafe-inline'; frame-ancestors {ancestors}"
             ),
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",

@@ -50,11 +50,11 @@ class RedisBroker(Broker):
                 await self._reader
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._client.aclose()
 
     async def check(self) -> None:
-        await self._client.ping()  # type: ignore[misc]
+        await self._client.ping()
 
     async def publish(self, session_id: str, message: str) -> None:
         await self._client.publish(self._channel(session_id), message)
@@ -117,7 +117,7 @@ class RedisBroker(Broker):
                 self._connected.clear()
                 log.warning("redis broker connection lost", error=str(exc), retry_in=backoff)
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 self._pubsub = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -72,7 +72,7 @@ class Repo:
         async with self.db.session() as s:
             s.add(line)
             await s.exec(
-                update(Session)  # type: ignore[call-overload]
+                update(Session)
                 .where(col(Session.id) == session_id)
                 .values(last_seq=seq, audio_ms=audio_ms, updated_at=time.time())
             )
@@ -82,18 +82,14 @@ class Repo:
     async def set_detected_lang(self, session_id: str, lang: str) -> None:
         async with self.db.session() as s:
             await s.exec(
-                update(Session)  # type: ignore[call-overload]
-                .where(col(Session.id) == session_id)
-                .values(detected_lang=lang)
+                update(Session).where(col(Session.id) == session_id).values(detected_lang=lang)
             )
             await s.commit()
 
     async def set_audio_ms(self, session_id: str, audio_ms: int) -> None:
         async with self.db.session() as s:
             await s.exec(
-                update(Session)  # type: ignore[call-overload]
-                .where(col(Session.id) == session_id)
-                .values(audio_ms=audio_ms)
+                update(Session).where(col(Session.id) == session_id).values(audio_ms=audio_ms)
             )
             await s.commit()
 
@@ -107,7 +103,7 @@ class Repo:
             set_={"audio_ms": Usage.__table__.c.audio_ms + stmt.excluded.audio_ms},  # type: ignore[attr-defined]
         )
         async with self.db.session() as s:
-            await s.exec(stmt)  # type: ignore[call-overload]
+            await s.exec(stmt)
             await s.commit()
             row = await s.get(Usage, (tenant_id, day), populate_existing=True)
             return int(row.audio_ms) if row else audio_ms
