@@ -62,7 +62,7 @@ async def test_viewers_on_node_b_see_producer_on_node_a(
         assert [(m["seq"], m["text"]) for m in ws_seen.finals] == finals
         assert [(e["seq"], e["text"]) for e in sse_seen] == finals
         words = set(" ".join(text for _, text in finals).lower().split())
-        assert EXPECTED <= words, finals
+        assert words >= EXPECTED, finals
         assert ws_seen.messages[-1]["type"] == "session-end"
         # B reports the session A ended
         async with b.client() as c:

@@ -30,7 +30,7 @@ async def test_serve_script_and_curl_quick_start(tmp_path: Path) -> None:
         "MCUSTT_RECOGNIZER_WORKERS": "1",
     }
     env.pop("MCUSTT_ADMIN_TOKEN", None)
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [str(ROOT / "scripts" / "serve")], env=env, stdout=log, stderr=subprocess.STDOUT
     )

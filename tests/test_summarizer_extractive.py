@@ -268,3 +268,19 @@ def test_duplicates_are_merged() -> None:
     # The owner learnt later is kept on the first mention.
     assert s["actionItems"] == [{"owner": "Priya", "task": "Write the migration"}]
     assert s["decisions"] == ["Ship on Friday"]
+
+
+def test_look_alikes_are_not_action_items() -> None:
+    s = summary_of(
+        ("A", "The action items from last week are all done."),
+        ("B", "We have lots to do, let's start with billing."),
+        ("A", "Let me know if you need anything."),
+    )
+    assert s["actionItems"] == []
+
+
+def test_a_run_on_line_does_not_become_the_whole_tldr() -> None:
+    blob = " ".join(f"the {w} service handles requests" for w in ["auth", "billing", "search"] * 40)
+    tldr = summary_of(("A", blob))["tldr"]
+    assert isinstance(tldr, str)
+    assert 0 < len(tldr.split()) <= 4 * 30

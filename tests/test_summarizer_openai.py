@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.openai_server import FakeOpenAI, Recorded, Reply, running_fake_openai
 
 from mcustt.config import Settings
 from mcustt.summarizers import load_summarizer
@@ -21,16 +22,6 @@ from mcustt.summarizers.openai import (
     chunk_transcript,
     parse_summary,
 )
-
-try:
-    from tests.fakes.openai_server import FakeOpenAI, Recorded, Reply, running_fake_openai
-except ModuleNotFoundError:  # only tests/ is on sys.path (no rootdir entry)
-    from fakes.openai_server import (  # type: ignore[no-redef]
-        FakeOpenAI,
-        Recorded,
-        Reply,
-        running_fake_openai,
-    )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standup_en.json"
 
@@ -76,12 +67,13 @@ async def make(fake: FakeOpenAI, sleeps: Sleeps) -> AsyncIterator[MakeSummarizer
     made: list[OpenAISummarizer] = []
 
     def factory(**overrides: Any) -> OpenAISummarizer:
-        settings = Settings(
-            openai_api_key="sk-test-123",
-            openai_base_url=fake.base_url,
-            openai_timeout_s=5.0,
+        values: dict[str, Any] = {
+            "openai_api_key": "sk-test-123",
+            "openai_base_url": fake.base_url,
+            "openai_timeout_s": 5.0,
             **overrides,
-        )
+        }
+        settings = Settings(**values)
         summarizer = OpenAISummarizer(
             settings,
             retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=1.0, jitter=0),
@@ -272,9 +264,10 @@ def map_reduce_responder(request: Recorded) -> Reply:
 async def test_long_transcript_is_mapped_then_reduced(
     fake: FakeOpenAI, make: MakeSummarizer
 ) -> None:
-    lines = [Line(text=f"Line number {i} says something useful.", speaker="A") for i in range(40)]
+    lines = [Line(text=f"Line number {i} says something useful.", speaker="A") for i in range(80)]
     fake.responder = map_reduce_responder
-    budget = 400
+    # Several chunks, but room for all their partial summaries in one reduce call.
+    budget = 1000
     result = await make(openai_context_chars=budget).summarize(lines, lang="en")
     assert result.content.to_json() == MERGED
 
@@ -287,7 +280,7 @@ async def test_long_transcript_is_mapped_then_reduced(
         chunk = r.user_text.split("\n", 1)[1]
         assert len(chunk) <= budget
         seen += chunk.splitlines()
-    assert seen == [f"A: Line number {i} says something useful." for i in range(40)]
+    assert seen == [f"A: Line number {i} says something useful." for i in range(80)]
     # The reduce call gets every partial summary, schema and all.
     for n in range(1, len(maps) + 1):
         assert f'"tldr": "Part {n}."' in reduce.user_text

@@ -157,7 +157,7 @@ class OpenAISummarizer(Summarizer):
     ) -> None:
         super().__init__(settings)
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep or asyncio.sleep
+        self._sleep = sleep if sleep is not None else asyncio.sleep
         self._client: AsyncOpenAI | None = None
 
     @property

@@ -170,6 +170,10 @@ async def running_fake_openai(fake: FakeOpenAI | None = None) -> AsyncIterator[F
         yield fake
     finally:
         fake.closing.set()
+        await asyncio.sleep(0)  # let woken replies finish before connections are dropped
         server.should_exit = True
+        # The client has gone by now; waiting politely for idle keep-alive connections
+        # would only add uvicorn's 0.1 s polls to every test.
+        server.force_exit = True
         await task
         sock.close()
