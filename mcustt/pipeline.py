@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +34,42 @@ log = structlog.get_logger(__name__)
 #: Called with each event for the producer's own socket; must not block.
 Sink = Callable[[dict[str, Any]], None]
 
-QUEUE_CHUNKS = 500  # ~10 s of 20 ms frames: room for a slow final without blocking
+#: audio buffered between transport and recognizer: room for a slow final (10 s)
+QUEUE_BYTES = 10 * 32_000
 USAGE_FLUSH_MS = 5_000
+
+
+class AudioQueue:
+    """A queue bounded in bytes, not items: a frame may be 20 ms or 30 s of audio.
+
+    One writer (the adapter) and one reader (the pipeline task). ``None`` ends it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._items: deque[bytes | None] = deque()
+        self._bytes = 0
+        self._max = max_bytes
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def put(self, item: bytes | None) -> None:
+        while self._bytes >= self._max:
+            self._writable.clear()
+            await self._writable.wait()
+        self._items.append(item)
+        self._bytes += len(item) if item else 0
+        self._readable.set()
+
+    async def get(self) -> bytes | None:
+        while not self._items:
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._items.popleft()
+        self._bytes -= len(item) if item else 0
+        if self._bytes < self._max:
+            self._writable.set()
+        return item
 
 
 class DailyCapReached(MCUSTTError):
@@ -58,7 +93,7 @@ class SessionPipeline:
         #: the segmenter counts from this pipeline's first byte; lines use session time
         self._base_ms = session.audio_ms
         self._unbilled_ms = 0
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self._queue = AudioQueue(QUEUE_BYTES)
         self._segmenter = Segmenter(
             aggressiveness=state.settings.vad_aggressiveness,
             max_ms=int(state.settings.max_utterance_s * 1000),

@@ -1,6 +1,6 @@
-"""/ws/stt: the contract's socket behaviour, on a deterministic recognizer.
-
-Real speech through sphinx is in test_ingest_speech.py.
+"""/ws/stt: the contract's socket behaviour, end to end through the real sphinx
+recognizer and through a deterministic one (whose exact output lets tests check
+offsets and languages). Recognition quality itself is in test_ingest_speech.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,14 @@ from wsclients import producer, silence, stream_pcm
 SCRIPTED = "scripted:ScriptedRecognizer"
 
 
+@pytest.fixture(params=[SCRIPTED, "sphinx"], ids=["scripted", "sphinx"])
+def recognizer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def srv(db_url: str) -> Any:
-    async with run_server(make_settings(db_url, recognizer=SCRIPTED)) as running:
+async def srv(db_url: str, recognizer: str) -> Any:
+    async with run_server(make_settings(db_url, recognizer=recognizer)) as running:
         yield running
 
 
@@ -88,9 +93,9 @@ async def test_ping_and_bad_control_are_not_fatal(srv: Running) -> None:
     ids=["riff", "odd", "over-1MB", "control-over-8KB"],
 )
 async def test_bad_frames_close_with_contract_codes(
-    sqlite_url: str, frame: bytes | str, code: int, reason: str
+    sqlite_url: str, recognizer: str, frame: bytes | str, code: int, reason: str
 ) -> None:
-    async with run_server(make_settings(sqlite_url, recognizer=SCRIPTED)) as srv:
+    async with run_server(make_settings(sqlite_url, recognizer=recognizer)) as srv:
         t, s = await _ready(srv)
         pcm = read_wav("hello_en.wav")
         async with producer(stt(srv, s["ingestToken"])) as (ws, got, task):
@@ -113,7 +118,11 @@ async def test_reconnect_continues_seq(srv: Running) -> None:
     async with producer(stt(srv, s["ingestToken"])) as (ws, got1, task):
         await stream_pcm(ws, pcm, realtime=False)
         await ws.send(silence(1000))
-    await asyncio.sleep(0.2)
+    # the server finalizes the dropped producer's utterance, then frees the slot
+    for _ in range(200):
+        if not (await srv.state.sessions.get(s["sessionId"])).producer_id:
+            break
+        await asyncio.sleep(0.05)
     # the used token is burned
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(stt(srv, s["ingestToken"]))
@@ -150,9 +159,9 @@ async def test_second_producer_gets_409(srv: Running) -> None:
         assert body["error"]["code"] == "ALREADY_CONNECTED"
 
 
-async def test_idle_timeout_keeps_session_resumable(sqlite_url: str) -> None:
+async def test_idle_timeout_keeps_session_resumable(sqlite_url: str, recognizer: str) -> None:
     async with run_server(
-        make_settings(sqlite_url, recognizer=SCRIPTED, ingest_idle_timeout_s=1.0)
+        make_settings(sqlite_url, recognizer=recognizer, ingest_idle_timeout_s=1.0)
     ) as srv:
         _, s = await _ready(srv)
         async with producer(stt(srv, s["ingestToken"])) as (ws, got, task):
@@ -214,7 +223,8 @@ async def test_zero_ceremony_creates_session(srv: Running) -> None:
     assert ready["type"] == "ready"
     assert {"sessionId", "embedUrl", "subscribeUrl", "ownerSecret"} <= set(ready)
     assert ready["embedUrl"].startswith(f"{srv.url}/embed/{ready['sessionId']}#t=")
-    assert got.finals[0]["lang"] == "es-ES"
+    if srv.settings.recognizer == SCRIPTED:
+        assert got.finals[0]["lang"] == "es-ES"  # pocketsphinx only knows en-US
     session = await srv.state.sessions.get(ready["sessionId"])
     assert (session.source_lang, session.auto_detect) == ("es-ES", False)
 
@@ -233,9 +243,9 @@ async def test_bad_credentials_refused_before_upgrade(srv: Running) -> None:
         assert "error" in json.loads(refused.value.response.body)
 
 
-async def test_concurrent_ingest_cap(sqlite_url: str) -> None:
+async def test_concurrent_ingest_cap(sqlite_url: str, recognizer: str) -> None:
     async with run_server(
-        make_settings(sqlite_url, recognizer=SCRIPTED, max_concurrent_ingest=1)
+        make_settings(sqlite_url, recognizer=recognizer, max_concurrent_ingest=1)
     ) as srv:
         t = await new_tenant(srv)
         a = await new_session(srv, t["apiKey"])
@@ -253,14 +263,14 @@ async def test_concurrent_ingest_cap(sqlite_url: str) -> None:
         assert got.messages[0]["type"] == "ready"
 
 
-async def test_daily_cap_ends_session(sqlite_url: str) -> None:
-    async with run_server(make_settings(sqlite_url, recognizer=SCRIPTED)) as srv:
+async def test_daily_cap_ends_session(sqlite_url: str, recognizer: str) -> None:
+    async with run_server(make_settings(sqlite_url, recognizer=recognizer)) as srv:
         t, s = await _ready(srv, dailyMinutesCap=1)
         speech = read_wav("hello_en.wav")
         async with producer(stt(srv, s["ingestToken"])) as (ws, got, task):
             for _ in range(14):  # ~69 s of audio, over the 1 minute cap
                 await stream_pcm(ws, speech, realtime=False, frame=3200)
-            await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(task, 120)
         fatal = [m for m in got.messages if m["type"] == "error"]
         assert fatal[-1]["code"] == "DAILY_CAP_REACHED" and fatal[-1]["fatal"]
         assert got.messages[-1]["type"] == "session-end"
