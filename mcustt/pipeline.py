@@ -102,6 +102,7 @@ class SessionPipeline:
         self._consumer: asyncio.Task[None] | None = None
         self._utt_start_ms = 0
         self._utt_end_wall = 0.0
+        self._last_interim: tuple[int, str] | None = None
         self._runner: asyncio.Task[None] | None = None
         #: set once the pipeline stopped; ``failure`` says why if it was not asked to
         self.finished = asyncio.Event()
@@ -235,11 +236,17 @@ class SessionPipeline:
         if hyp.lang and hyp.lang != self.detected:
             self.detected = hyp.lang
             await self.state.repo.set_detected_lang(self.session_id, hyp.lang)
-            await self._emit(events.language(hyp.lang))
+            # A session with a fixed language asked for no detection: no event for it.
+            if self.auto_detect:
+                await self._emit(events.language(hyp.lang))
         if not text:
             return
         now_ms = int(time.time() * 1000)
         if not hyp.is_final:
+            # Engines repeat unchanged interims to show liveness; viewers gain nothing.
+            if self._last_interim == (self.next_seq, text):
+                return
+            self._last_interim = (self.next_seq, text)
             await self._emit(
                 events.transcript(
                     seq=self.next_seq, text=text, is_final=False, lang=lang, ts=now_ms

@@ -14,7 +14,8 @@ import pytest
 from conftest import Running, make_settings, new_session, new_tenant, read_wav, run_server
 from wsclients import producer, stream_pcm
 
-ROBUST = {"friday", "migration"}
+# words pocketsphinx gets right in standup_en whatever its decoders heard before
+ROBUST = {"decided", "migration"}
 
 
 @pytest.fixture

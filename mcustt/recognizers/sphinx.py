@@ -342,6 +342,8 @@ class SphinxRecognizer(Recognizer):
             return
         self._closed = True
         self._running = False
+        if self._worker_up is not None:
+            self._worker_up.set()  # streams waiting for a worker see the pool is gone
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -540,20 +542,23 @@ class SphinxRecognizer(Recognizer):
             self._quick_deaths[index] += 1
         else:
             self._quick_deaths[index] = 0
-        n = self._quick_deaths[index]
-        delay = 0.0 if n == 0 else min(RESPAWN_MAX_DELAY_S, 0.5 * 2 ** (n - 1))
         log.warning(
-            "sphinx_worker_respawning",
-            index=index,
-            old_pid=dead.pid,
-            exitcode=dead.process.exitcode,
-            delay_s=delay,
+            "sphinx_worker_exited", index=index, pid=dead.pid, exitcode=dead.process.exitcode
         )
-        await asyncio.sleep(delay)
-        if self._closed:
+        while not self._closed:
+            n = self._quick_deaths[index]
+            delay = 0.0 if n == 0 else min(RESPAWN_MAX_DELAY_S, 0.5 * 2 ** (n - 1))
+            log.warning("sphinx_worker_respawning", index=index, delay_s=delay)
+            await asyncio.sleep(delay)
+            try:
+                worker = self._spawn(index)
+            except Exception:
+                # e.g. EAGAIN from fork under memory pressure: keep trying, ever slower.
+                log.exception("sphinx_worker_spawn_failed", index=index)
+                self._quick_deaths[index] += 1
+                continue
+            log.warning("sphinx_worker_replaced", index=index, pid=worker.pid)
             return
-        worker = self._spawn(index)
-        log.warning("sphinx_worker_replaced", index=index, pid=worker.pid)
 
     async def _watchdog(self) -> None:
         while True:
@@ -620,10 +625,10 @@ async def _wait_exit(processes: list[BaseProcess], limit_s: float) -> list[BaseP
     if not pending:
         return []
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
     exits: list[asyncio.Future[None]] = []
     for p in pending:
         fut: asyncio.Future[None] = loop.create_future()
-        # The sentinel fd turns readable when the process is gone.
         loop.add_reader(p.sentinel, _resolve, fut)
         exits.append(fut)
     try:
@@ -631,6 +636,13 @@ async def _wait_exit(processes: list[BaseProcess], limit_s: float) -> list[BaseP
     finally:
         for p in pending:
             loop.remove_reader(p.sentinel)
+    # The sentinel turns readable as the child closes its fds, a moment before the
+    # kernel lets it be reaped (longer on a loaded host): give that moment.
+    # No fd or event marks "now reapable", hence the short polling.
+    for _ in range(max(0, int((deadline - loop.time()) / 0.01))):
+        if all(p.exitcode is not None for p in pending):
+            break
+        await asyncio.sleep(0.01)
     return [p for p in pending if p.exitcode is None]
 
 
