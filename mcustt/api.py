@@ -86,8 +86,25 @@ async def session_access(
 
     A credential of a kind the endpoint does not accept is 401, like a wrong one.
     """
-    state = app_state(request)
     bind(session_id=session_id)
+    creds = await _session_credentials(
+        request, session_id, tenant=tenant, read=read, owner=owner, body=body
+    )
+    # Whichever credential was used, the session's lines name its tenant too.
+    bind(tenant_id=creds.session.tenant_id)
+    return creds
+
+
+async def _session_credentials(
+    request: Request,
+    session_id: str,
+    *,
+    tenant: bool,
+    read: bool,
+    owner: bool,
+    body: dict[str, Any] | None,
+) -> Credentials:
+    state = app_state(request)
     if "x-tenant-key" in request.headers:
         if not tenant:
             raise Unauthorized("a tenant key cannot be used here", code="WRONG_CREDENTIAL")
@@ -306,7 +323,7 @@ async def check_browser_origin(conn: HTTPConnection, session: Session) -> None:
         return
     tenant = await tenants.find(app_state(conn).db, session.tenant_id)
     if tenant is not None:
-        tenants.check_origin(tenant, origin)
+        tenants.check_origin(tenant, origin, own=app_state(conn).settings.public_url)
 
 
 def error_response(exc: MCUSTTError) -> JSONResponse:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+_HANDLER_NAME = "mcustt"
 _SECRET_FIELD = re.compile(r"(key|token|secret|authorization|password)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(
     r"(sk_mcustt_[A-Za-z0-9_\-]+|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)"
 )
 
 
-def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name, value in list(event.items()):
         if _SECRET_FIELD.search(name) and name not in {"event"}:
             event[name] = "[redacted]"
@@ -71,8 +73,32 @@ def configure(level: str = "info", stream: Any = None) -> None:
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (uvicorn errors, alembic) go through the same
-    # level; uvicorn's access log is off because it would print query-string tokens.
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(message)s")
+    # level, redaction and JSON rendering; uvicorn's access log is off because it would
+    # print query-string tokens. (Not basicConfig: it does nothing when the root logger
+    # already has a handler, and it printed bare text lines.)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(previous)  # configured again (another app in this process)
+    root.addHandler(handler)
+    root.setLevel(numeric)
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from mcustt.config import Settings
 from mcustt.ingest.audio import MAX_FRAME_BYTES
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The server options every mcustt process uses (benchmarks run bare ASGI apps under
+    exactly these, so a comparison measures the app, not the server settings)."""
+    return {
+        # Frames up to the contract's 1 MB reach the app, which closes 1009 with a
+        # reason; uvicorn itself closes anything larger (also 1009).
+        "ws_max_size": MAX_FRAME_BYTES + 64 * 1024,
+        "ws": "websockets-sansio",
+        "access_log": False,  # our access log omits query strings, which carry tokens
+        "log_config": None,
+        "lifespan": "on",
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
+        # client address before the app sees it; mcustt applies MCUSTT_TRUSTED_PROXIES
+        # itself (a spoofed header must not buy a fresh rate-limit budget).
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 15,
+    }
 
 
 def uvicorn_config(settings: Settings, *, host: str, port: int, **extra: object) -> uvicorn.Config:
@@ -15,15 +36,7 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, **extra: object)
         create_app(settings),
         host=host,
         port=port,
-        # Frames up to the contract's 1 MB reach the app, which closes 1009 with a
-        # reason; uvicorn itself closes anything larger (also 1009).
-        ws_max_size=MAX_FRAME_BYTES + 64 * 1024,
-        ws="websockets-sansio",
-        access_log=False,  # our access log omits query strings, which carry tokens
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=15,
-        **extra,  # type: ignore[arg-type]
+        **(uvicorn_options() | extra),
     )
 
 

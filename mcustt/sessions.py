@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mcustt.config import Settings
 from mcustt.errors import Conflict, NotFound, RateLimited, Unauthorized
@@ -50,6 +51,16 @@ def language_name(code: str | None) -> str | None:
     return LANGUAGE_NAMES.get(code, code)
 
 
+async def _lock_tenant(s: AsyncSession, tenant_id: str) -> None:
+    """Serialize a tenant's capped operations (maxSessions, concurrent ingest) until the
+    transaction ends: a no-op write on its row takes the row lock on PostgreSQL and the
+    write lock on SQLite, so a count taken after it cannot be overtaken by a concurrent
+    insert or claim (without it, 10 simultaneous creates all passed a cap of 3)."""
+    await s.exec(
+        update(Tenant).where(col(Tenant.id) == tenant_id).values(max_sessions=Tenant.max_sessions)
+    )
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What a caller proved: a tenant key, a read token, or the owner secret."""
@@ -71,6 +82,7 @@ class SessionService:
     ) -> tuple[Session, dict[str, Any]]:
         """A live session and the one-time response (tokens, URLs, owner secret)."""
         async with self.db.session() as s:
+            await _lock_tenant(s, tenant.id)
             live = await s.scalar(
                 select(func.count())
                 .select_from(Session)
@@ -130,7 +142,7 @@ class SessionService:
         token, claims = self.issuer.mint(session.id, session.tenant_id, "ingest")
         async with self.db.session() as s:
             await s.exec(
-                update(Session)  # type: ignore[call-overload]
+                update(Session)
                 .where(col(Session.id) == session.id)
                 .values(ingest_jti=claims.jti, updated_at=time.time())
             )
@@ -165,6 +177,7 @@ class SessionService:
         session = await self.get(session_id)
         if session is None:
             raise NotFound(f"no session {session_id!r}", code="SESSION_NOT_FOUND")
+        await self._check_tenant_enabled(session)
         return session
 
     async def get_with_owner_secret(self, session_id: str, secret: str) -> Session:
@@ -173,7 +186,16 @@ class SessionService:
             raise NotFound(f"no session {session_id!r}", code="SESSION_NOT_FOUND")
         if not same_digest(secret, session.owner_secret_hash):
             raise Unauthorized("invalid owner secret", code="INVALID_OWNER_SECRET")
+        await self._check_tenant_enabled(session)
         return session
+
+    async def _check_tenant_enabled(self, session: Session) -> None:
+        """A disabled tenant's session credentials stop working, like its key (the
+        sockets already refuse them; REST must agree)."""
+        async with self.db.session() as s:
+            tenant = await s.get(Tenant, session.tenant_id)
+        if tenant is None or tenant.disabled:
+            raise Unauthorized("the tenant of this session is disabled", code="TENANT_DISABLED")
 
     # -- the producer claim -------------------------------------------------------
 
@@ -191,6 +213,7 @@ class SessionService:
         now = time.time()
         lease = now + self.lease_s
         async with self.db.session() as s:
+            await _lock_tenant(s, tenant.id)
             active = await s.scalar(
                 select(func.count())
                 .select_from(Session)
@@ -221,7 +244,7 @@ class SessionService:
             }
             if jti is not None:
                 values["ingest_jti"] = None
-            result = await s.exec(update(Session).where(*conds).values(**values))  # type: ignore[call-overload]
+            result = await s.exec(update(Session).where(*conds).values(**values))
             await s.commit()
             if result.rowcount == 1:
                 session = await s.get(Session, session_id, populate_existing=True)
@@ -248,7 +271,7 @@ class SessionService:
     async def renew_producer(self, session_id: str, producer_id: str) -> bool:
         async with self.db.session() as s:
             result = await s.exec(
-                update(Session)  # type: ignore[call-overload]
+                update(Session)
                 .where(col(Session.id) == session_id, col(Session.producer_id) == producer_id)
                 .values(producer_lease_until=time.time() + self.lease_s)
             )
@@ -258,7 +281,7 @@ class SessionService:
     async def release_producer(self, session_id: str, producer_id: str) -> None:
         async with self.db.session() as s:
             await s.exec(
-                update(Session)  # type: ignore[call-overload]
+                update(Session)
                 .where(col(Session.id) == session_id, col(Session.producer_id) == producer_id)
                 .values(producer_id=None, producer_lease_until=None, updated_at=time.time())
             )
@@ -271,7 +294,7 @@ class SessionService:
         now = time.time()
         async with self.db.session() as s:
             result = await s.exec(
-                update(Session)  # type: ignore[call-overload]
+                update(Session)
                 .where(col(Session.id) == session_id, col(Session.status) == "live")
                 .values(
                     status="ended",
@@ -304,10 +327,8 @@ class SessionService:
             )
             summary = await s.get(Summary, session.id)
             tenant = await s.get(Tenant, fresh.tenant_id)
-        if summary is not None:
-            summary_status = summary.status
-        else:
-            summary_status = "pending" if fresh.status == "ended" else "none"
+        # A live session's summary is pending too: it is made when the session ends.
+        summary_status = summary.status if summary is not None else "pending"
         return {
             "sessionId": fresh.id,
             "status": fresh.status,

@@ -73,7 +73,7 @@ async def create(db: Database, settings: Settings, body: TenantCreate) -> tuple[
 
 async def list_all(db: Database) -> list[Tenant]:
     async with db.session() as s:
-        rows = await s.exec(select(Tenant).order_by(col(Tenant.created_at)))  # type: ignore[call-overload]
+        rows = await s.exec(select(Tenant).order_by(col(Tenant.created_at)))
         return list(rows.all())
 
 
