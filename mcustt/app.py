@@ -113,10 +113,13 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def routes() -> list[Any]:
-    from mcustt import summary_api, viewers, webui
+    from mcustt import openapi, summary_api, viewers, webui
     from mcustt.ingest import websocket as ingest_ws
+    from mcustt.ingest import whip
 
     return [
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Route("/docs", openapi.docs_page, methods=["GET"]),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", api.metrics),
@@ -138,6 +141,9 @@ def routes() -> list[Any]:
         Route("/api/sessions/{session_id}/stream", viewers.sse_stream, methods=["GET"]),
         Route("/api/transcribe-summary", summary_api.transcribe_summary, methods=["POST"]),
         Route("/api/jobs/{job_id}", summary_api.get_job, methods=["GET"]),
+        Route("/api/webrtc", whip.whip_post, methods=["POST"]),
+        Route("/api/webrtc/{resource_id}", whip.whip_delete, methods=["DELETE"]),
+        Route("/api/webrtc/{resource_id}", whip.whip_patch, methods=["PATCH"]),
         WebSocketRoute("/ws/stt", ingest_ws.ingest_endpoint),
         WebSocketRoute("/ws/subscribe", viewers.subscribe_endpoint),
         Route("/embed/{session_id}", webui.embed_page, methods=["GET"]),
@@ -157,6 +163,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def startup(state: AppState) -> None:
     from mcustt.fanout import Hub
+    from mcustt.ingest.whip import WhipManager
     from mcustt.jobs import JobRunner
     from mcustt.limits import RateLimiter
     from mcustt.pipeline import PipelineRegistry
@@ -186,6 +193,7 @@ async def startup(state: AppState) -> None:
     await state.recognizer.start()
     state.summarizer = load_summarizer(s)
     state.pipelines = PipelineRegistry(state)
+    state.whip = WhipManager(state)
     state.jobs = JobRunner(state)
     state.jobs.start()
     state.spawn(retention_loop(state), "retention")

@@ -88,12 +88,31 @@ def migrate(revision: str, down: bool) -> None:
     from mcustt.store.db import migrate as upgrade
 
     settings = _settings()
+    _refuse_newer_schema(settings.database_url)
     if down:
         downgrade(settings.database_url, revision)
         click.echo(f"database downgraded to {revision}")
     else:
         upgrade(settings.database_url, revision)
         click.echo(f"database at revision {head_revision() if revision == 'head' else revision}")
+
+
+def _refuse_newer_schema(url: str) -> None:
+    """A database migrated by a newer mcustt: say so instead of an Alembic traceback."""
+    from mcustt.store.db import Database, SchemaMismatch, check_schema
+
+    async def probe() -> None:
+        db = Database(url)
+        try:
+            await check_schema(db, migrate_on_start=False)
+        finally:
+            await db.aclose()
+
+    try:
+        asyncio.run(probe())
+    except SchemaMismatch as exc:
+        if "newer" in exc.message:
+            raise click.ClickException(exc.message) from None
 
 
 @main.group()
@@ -208,6 +227,14 @@ def tenants_enable(tenant_id: str) -> None:
 
     tenant = _with_db(lambda db: svc.update(db, tenant_id, TenantUpdate(disabled=False)))
     click.echo(f"tenant {tenant.id} enabled")
+
+
+# Client commands (stream, tail, sessions, transcript, summary, demo) talk to a running
+# server through mcustt.client; they live in their own module.
+from mcustt.cli_client import COMMANDS as _CLIENT_COMMANDS  # noqa: E402
+
+for _command in _CLIENT_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

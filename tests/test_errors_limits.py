@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 from conftest import Running, create_pg_database, drop_pg_database, make_settings, run_server
 from prometheus_client.parser import text_string_to_metric_families
 from rest_helpers import ADMIN_HEADERS, client, create_session, create_tenant, error_of, jwt_claims

@@ -1,4 +1,5 @@
-"""The README's two promises: `scripts/serve` serves, and its curl quick start works."""
+"""The README's promises: `scripts/serve` serves, and its quick starts (curl, the CLI and
+the Python client) work as written."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+from conftest import FIXTURES, free_port, make_settings, new_tenant, run_server
+from media import encode
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _blocks(heading: str, lang: str) -> list[str]:
+    """The ``lang`` code blocks of the section under ``heading``."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    section = section[: section.find("\n## ", len(heading))]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
 
 
 def _block_after(heading: str) -> str:
@@ -75,3 +86,60 @@ async def test_serve_script_and_curl_quick_start(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+async def test_cli_and_python_quick_start(sqlite_url: str, tmp_path: Path) -> None:
+    """Both blocks of the CLI/Python quick start, as written, with the server's address,
+    the interpreter of this run for `.venv/bin/mcustt`, and a real `meeting.mp3`."""
+    demo, cli = _blocks("## Quick start with the CLI and the Python client", "sh")
+    (python,) = _blocks("## Quick start with the CLI and the Python client", "python")
+    assert demo.strip() == ".venv/bin/mcustt demo"  # run by tests/test_cli_client.py
+    # A short meeting: the CLI streams it in real time, as a user would.
+    encode(FIXTURES / "hello_en.wav", tmp_path / "meeting.mp3", "libmp3lame", 44100)
+    settings = make_settings(sqlite_url, recognizer="scripted:ScriptedRecognizer")
+    async with run_server(settings) as srv:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MCUSTT_")} | {
+            "MCUSTT_DATABASE_URL": sqlite_url,
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+        script = cli.replace("http://127.0.0.1:8000", srv.url).replace(
+            ".venv/bin/mcustt", f"{sys.executable} -m mcustt"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), 180)
+        out = out_b.decode()
+        assert proc.returncode == 0, err_b.decode() + out
+        assert "1 final lines" in out  # stream: one final per utterance
+        assert re.search(r"^1\n00:00:00,\d{3} --> ", out, re.M)  # transcript --format srt
+        # The scripted recognizer numbers utterances per process: "utterance N".
+        assert len(re.findall(r"utterance \d+", out)) >= 3  # stream, srt, tail
+        assert "Summary" in out and "ownerSecret: " in out and "session " in out
+
+        key = (await new_tenant(srv))["apiKey"]
+        (tmp_path / "example.py").write_text(python)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "example.py",
+            cwd=tmp_path,
+            env=env | {"MCUSTT_URL": srv.url, "MCUSTT_TENANT_KEY": key},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), 120)
+        out = out_b.decode()
+        assert proc.returncode == 0, err_b.decode() + out
+        assert re.search(r"^1 utterance \d+$", out, re.M)  # producer.finals
+        assert re.search(r"^viewer: 1 utterance \d+$", out, re.M)
+        assert re.search(r"^1\n00:00:00,\d{3} --> ", out, re.M)  # the srt
+        assert out.strip().splitlines()[-1].startswith("utterance")  # the tldr

@@ -1,0 +1,639 @@
+"""Client commands of ``mcustt``: stream, tail, sessions, transcript, summary, demo.
+
+They talk to a running server through :mod:`mcustt.client` (unlike ``mcustt tenants``,
+which operates on the database directly). The server and the tenant key come from
+``--url`` / ``--key`` or ``MCUSTT_URL`` / ``MCUSTT_TENANT_KEY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar, cast
+
+import click
+import httpx
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from mcustt.client import (
+    DEFAULT_URL,
+    Client,
+    Event,
+    MCUSTTClientError,
+    SessionCreated,
+    Summary,
+    audio_duration,
+)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "standup_en.wav"
+FORMATS = ("json", "srt", "vtt", "txt")
+
+
+# -- shared plumbing -----------------------------------------------------------------------
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; server errors become one readable line, not a trace."""
+    try:
+        return asyncio.run(coro)
+    except MCUSTTClientError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    except httpx.ConnectError as exc:
+        raise click.ClickException(
+            f"cannot reach the server ({exc}); is it running (mcustt serve), and is "
+            "--url / MCUSTT_URL right?"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def url_option(f: F) -> F:
+    return click.option(
+        "--url",
+        envvar="MCUSTT_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="Server URL (env MCUSTT_URL).",
+    )(f)
+
+
+def key_option(f: F) -> F:
+    return click.option(
+        "--key",
+        envvar="MCUSTT_TENANT_KEY",
+        default=None,
+        help="Tenant API key (env MCUSTT_TENANT_KEY).",
+    )(f)
+
+
+def _need_key(key: str | None) -> str:
+    if not key:
+        raise click.UsageError("a tenant key is needed: --key or MCUSTT_TENANT_KEY")
+    return key
+
+
+def _echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+class Captions:
+    """Live captions in the terminal: finals are printed and kept; the interim line
+    (and an optional progress bar) is redrawn in place below them by rich's Live."""
+
+    def __init__(self, console: Console, *, total_s: float | None = None, label: str = "") -> None:
+        self.console = console
+        self.interim = Text("", style="italic dim")
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if label:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[sent]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.task = self.progress.add_task(label, total=total_s, sent="")
+        parts: list[Any] = [self.interim]
+        if self.progress is not None:
+            parts.append(self.progress)
+        # transient: the interim line and the bar vanish at the end; finals stay.
+        self.live = Live(Group(*parts), console=console, transient=True, refresh_per_second=10)
+        self.finals = 0
+
+    def __enter__(self) -> Captions:
+        self.live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.live.__exit__(exc_type, exc, tb)
+
+    def advance(self, seconds: float) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=seconds, sent=f"{seconds:5.1f} s")
+
+    def on_event(self, event: Event) -> None:
+        if event.is_final:
+            self.finals += 1
+            self.interim.plain = ""
+            lang = f" [dim]{escape(event.lang)}[/]" if event.lang else ""
+            self.live.console.print(f"[dim]{event.seq or 0:>4}[/]{lang} {escape(event.text)}")
+        elif event.is_transcript:
+            self.interim.plain = "… " + event.text
+        elif event.type == "language":
+            self.live.console.print(f"[cyan]language: {escape(str(event.data.get('code')))}[/]")
+        elif event.type == "error":
+            self.live.console.print(
+                f"[red]{escape(str(event.data.get('code')))}: "
+                f"{escape(str(event.data.get('message')))}[/]"
+            )
+        self.live.refresh()
+
+
+def _print_summary(console: Console, doc: Summary) -> None:
+    status = doc.get("status")
+    if status != "ready":
+        error = doc.get("error")
+        console.print(f"summary: [yellow]{status}[/]" + (f" ({escape(error)})" if error else ""))
+        return
+    content = doc["content"]
+    console.print("[bold]Summary[/]")
+    console.print(escape(content["tldr"] or "(nothing to summarize)"))
+    for title, items in (
+        ("Decisions", content["decisions"]),
+        (
+            "Action items",
+            [
+                f"{a['owner']}: {a['task']}" if a["owner"] else a["task"]
+                for a in content["actionItems"]
+            ],
+        ),
+        ("Q&A", content["qa"]),
+    ):
+        if items:
+            console.print(f"[bold]{title}[/]")
+            for item in items:
+                console.print(f"  • {escape(item)}")
+
+
+# -- stream --------------------------------------------------------------------------------
+
+
+async def stream_file(
+    client: Client,
+    path: Path,
+    *,
+    console: Console,
+    session: SessionCreated,
+    realtime: bool,
+    stop: bool = True,
+) -> int:
+    """Stream a file into ``session`` with live captions; returns the number of finals."""
+    total = audio_duration(path)
+    with Captions(console, total_s=total, label=path.name) as captions:
+        producer = client.producer(session, realtime=realtime, on_event=captions.on_event)
+        async with producer:
+            await producer.send_file(path, progress=captions.advance)
+            if stop:
+                await producer.stop()
+    if producer.reconnects:
+        console.print(f"[yellow]reconnected {producer.reconnects} time(s), no audio lost[/]")
+    return len(producer.finals)
+
+
+@click.command("stream")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@url_option
+@key_option
+@click.option("--title", default=None, help="Session title.")
+@click.option("--lang", "source_lang", default=None, help="Source language, e.g. en-US.")
+@click.option("--no-auto-detect", is_flag=True, help="Do not auto-detect the language.")
+@click.option("--fast", is_flag=True, help="Send as fast as the server reads (not real time).")
+@click.option("--keep-live", is_flag=True, help="Do not end the session after the file.")
+def stream(
+    file: Path,
+    url: str,
+    key: str | None,
+    title: str | None,
+    source_lang: str | None,
+    no_auto_detect: bool,
+    fast: bool,
+    keep_live: bool,
+) -> None:
+    """Stream an audio or video FILE (anything FFmpeg reads) and show live captions.
+
+    Creates a session, sends the audio as PCM16 16 kHz mono in 20 ms frames, prints
+    each final line as it comes (the line being recognized is updated in place), then
+    ends the session so its summary is generated.
+    """
+    console = Console()
+
+    async def main() -> None:
+        async with Client(url, tenant_key=_need_key(key)) as client:
+            session = await client.create_session(
+                title=title or file.stem, source_lang=source_lang, auto_detect=not no_auto_detect
+            )
+            sid = session["sessionId"]
+            console.print(f"session [bold]{sid}[/]; live captions page:")
+            # Plain echo: a long URL must not be wrapped (it would not paste).
+            click.echo(f"  {session['embedUrl']}")
+            n = await stream_file(
+                client,
+                file,
+                console=console,
+                session=session,
+                realtime=not fast,
+                stop=not keep_live,
+            )
+            state = "live" if keep_live else "ended"
+            console.print(f"{n} final lines; session {sid} {state}")
+            click.echo(f"next: mcustt transcript {sid} --format srt")
+            click.echo(f"      mcustt summary {sid} --wait")
+
+    _run(main())
+
+
+# -- tail ----------------------------------------------------------------------------------
+
+
+@click.command("tail")
+@click.argument("session_id")
+@url_option
+@key_option
+@click.option("--token", default=None, help="A subscribe/embed token (else minted with the key).")
+@click.option(
+    "--from-start/--live-only",
+    default=True,
+    show_default=True,
+    help="Replay the finals so far first, or only follow from now.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each event as a JSON line.")
+def tail(
+    session_id: str, url: str, key: str | None, token: str | None, from_start: bool, as_json: bool
+) -> None:
+    """Follow a session's captions until it ends (reconnects without losing a line)."""
+    if token is None:
+        _need_key(key)
+    console = Console()
+
+    async def main() -> None:
+        async with Client(url, tenant_key=key) as client:
+            viewer = client.viewer(session_id, token=token, last_seq=0 if from_start else None)
+            if as_json:
+                async for event in viewer:
+                    click.echo(json.dumps(event.data, ensure_ascii=False))
+                return
+            with Captions(console) as captions:
+                async for event in viewer:
+                    captions.on_event(event)
+            console.print(f"session {session_id} ended ({captions.finals} final lines)")
+
+    _run(main())
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+@click.group("sessions")
+def sessions() -> None:
+    """Create, inspect and end sessions (through the REST API)."""
+
+
+@sessions.command("create")
+@url_option
+@key_option
+@click.option("--title", default=None)
+@click.option("--lang", "source_lang", default=None, help="Source language, e.g. en-US.")
+@click.option("--no-auto-detect", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
+def sessions_create(
+    url: str,
+    key: str | None,
+    title: str | None,
+    source_lang: str | None,
+    no_auto_detect: bool,
+    as_json: bool,
+) -> None:
+    """Create a session; prints its id, URLs and owner secret (shown once)."""
+
+    async def main() -> SessionCreated:
+        async with Client(url, tenant_key=_need_key(key)) as client:
+            return await client.create_session(
+                title=title, source_lang=source_lang, auto_detect=not no_auto_detect
+            )
+
+    doc = _run(main())
+    if as_json:
+        _echo_json(doc)
+        return
+    # Plain echo: ids, URLs and secrets must copy cleanly, without wrapping or markup.
+    for name in ("sessionId", "ingestUrl", "embedUrl", "subscribeUrl", "ownerSecret"):
+        click.echo(f"{name}: {doc[name]}")
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@url_option
+@key_option
+@click.option("--token", default=None, help="A read token instead of the tenant key.")
+@click.option("--json", "as_json", is_flag=True)
+def sessions_show(
+    session_id: str, url: str, key: str | None, token: str | None, as_json: bool
+) -> None:
+    """Show a session's state."""
+    if token is None:
+        _need_key(key)
+
+    async def main() -> dict[str, Any]:
+        async with Client(url, tenant_key=key) as client:
+            return cast(dict[str, Any], await client.get_session(session_id, token=token))
+
+    doc = _run(main())
+    if as_json:
+        _echo_json(doc)
+        return
+    width = max(len(k) for k in doc)
+    for name, value in doc.items():
+        click.echo(f"{name:<{width}}  {json.dumps(value, ensure_ascii=False)}")
+
+
+@sessions.command("list")
+@url_option
+@key_option
+@click.option("--status", type=click.Choice(["live", "ended"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def sessions_list(url: str, key: str | None, status: str | None, as_json: bool) -> None:
+    """List the tenant's sessions, newest first."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with Client(url, tenant_key=_need_key(key)) as client:
+            rows = await client.list_sessions(cast(Literal["live", "ended"] | None, status))
+            return cast(list[dict[str, Any]], rows)
+
+    rows = _run(main())
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        title = row["title"] or ""
+        click.echo(f"{row['sessionId']}  {row['status']:<5}  last seq {row['lastSeq']:<5} {title}")
+
+
+@sessions.command("end")
+@click.argument("session_id")
+@url_option
+@key_option
+@click.option("--owner-secret", default=None, help="The owner secret instead of the tenant key.")
+def sessions_end(session_id: str, url: str, key: str | None, owner_secret: str | None) -> None:
+    """End a session (idempotent); its summary is then generated."""
+    if owner_secret is None:
+        _need_key(key)
+
+    async def main() -> dict[str, Any]:
+        async with Client(url, tenant_key=key) as client:
+            state = await client.end_session(session_id, owner_secret=owner_secret)
+            return cast(dict[str, Any], state)
+
+    state = _run(main())
+    click.echo(f"session {session_id} {state['status']} ({state['lineCount']} lines)")
+
+
+# -- transcript and summary ----------------------------------------------------------------
+
+
+@click.command("transcript")
+@click.argument("session_id")
+@url_option
+@key_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="txt", show_default=True)
+@click.option("--token", default=None, help="A read token instead of the tenant key.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def transcript(
+    session_id: str, url: str, key: str | None, fmt: str, token: str | None, output: Path | None
+) -> None:
+    """Download a session's transcript as json, srt, vtt or txt."""
+    if token is None:
+        _need_key(key)
+
+    async def main() -> str:
+        async with Client(url, tenant_key=key) as client:
+            if fmt == "json":
+                doc = await client.transcript(session_id, "json", token=token)
+                return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+            kind = cast(Literal["srt", "vtt", "txt"], fmt)
+            return await client.transcript(session_id, kind, token=token)
+
+    text = _run(main())
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command("summary")
+@click.argument("session_id")
+@url_option
+@key_option
+@click.option("--wait", is_flag=True, help="Wait until the summary is ready (or failed).")
+@click.option("--max-wait", type=float, default=120.0, show_default=True, help="Seconds.")
+@click.option("--token", default=None, help="A read token instead of the tenant key.")
+@click.option("--json", "as_json", is_flag=True)
+def summary(
+    session_id: str,
+    url: str,
+    key: str | None,
+    wait: bool,
+    max_wait: float,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Show a session's summary (tl;dr, decisions, action items, Q&A)."""
+    if token is None:
+        _need_key(key)
+
+    async def main() -> Summary:
+        async with Client(url, tenant_key=key) as client:
+            return await client.summary(session_id, wait=wait, max_wait=max_wait, token=token)
+
+    try:
+        doc = _run(main())
+    except TimeoutError:
+        raise click.ClickException(f"the summary was not ready after {max_wait:g} s") from None
+    if as_json:
+        _echo_json(doc)
+    else:
+        _print_summary(Console(), doc)
+    if doc.get("status") == "failed":
+        raise SystemExit(1)
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def _read_key(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _save_key(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)  # a credential: readable by its owner only
+
+
+async def _demo_tenant_key(state: Any, settings: Any, key_file: Path) -> str:
+    """The demo tenant's key: the one saved by an earlier demo if it still works, else a
+    new tenant's (saved so repeated demos do not pile up tenants)."""
+    from mcustt import tenants
+    from mcustt.errors import Unauthorized
+    from mcustt.schemas import Brand, TenantCreate
+
+    key = await asyncio.to_thread(_read_key, key_file)
+    if key:
+        with contextlib.suppress(Unauthorized):
+            await tenants.authenticate(state.db, key)
+            return key
+    body = TenantCreate(name="mcustt demo", brand=Brand(brandName="mcustt demo"))
+    _tenant, key = await tenants.create(state.db, settings, body)
+    await asyncio.to_thread(_save_key, key_file, key)
+    return key
+
+
+async def _demo(
+    *, host: str, port: int, sample: Path, realtime: bool, exit_after: bool, console: Console
+) -> None:
+    import uvicorn
+
+    from mcustt.config import Settings
+    from mcustt.server import uvicorn_config
+
+    env = dict(os.environ)
+    env.update({"MCUSTT_HOST": host, "MCUSTT_PORT": str(port)})
+    # The demo's own output is the show: server logs only for problems, and two
+    # recognizer workers rather than one per core, unless the user asked otherwise.
+    env.setdefault("MCUSTT_LOG_LEVEL", "warning")
+    env.setdefault("MCUSTT_RECOGNIZER_WORKERS", "2")
+    settings = Settings.from_env(env)
+    admin = settings.admin_token or secrets.token_urlsafe(24)
+    settings = replace(settings, admin_token=admin)
+    config = uvicorn_config(settings, host=host, port=port)
+    state = cast(Any, config.app).state.mcustt
+    server = uvicorn.Server(config)
+    console.print(f"[bold]mcustt demo[/]: starting the server on {settings.public_url} …")
+    served = asyncio.create_task(server.serve(), name="mcustt-demo-server")
+    # uvicorn offers a flag, not an event, for "listening".
+    while not server.started and not served.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if served.done():
+        with contextlib.suppress(BaseException):
+            served.result()
+        raise click.ClickException(
+            f"the server did not start on {host}:{port} (port in use? try --port)"
+        )
+
+    async def show() -> None:
+        key = await _demo_tenant_key(state, settings, Path("var") / "demo-tenant-key")
+        async with Client(settings.public_url, tenant_key=key) as client:
+            session = await client.create_session(title="Demo: billing page standup")
+            sid = session["sessionId"]
+            console.print(f"session [bold]{sid}[/]; watch the captions page live:")
+            click.echo(f"  {session['embedUrl']}")
+            console.rule("live captions")
+            await stream_file(client, sample, console=console, session=session, realtime=realtime)
+            console.rule("transcript (txt; also json, srt, vtt)")
+            click.echo(await client.transcript(sid, "txt"), nl=False)
+            console.rule("summary")
+            _print_summary(console, await client.summary(sid, wait=True, max_wait=120))
+            console.rule("try it yourself")
+            tokens = await client.embed_token(sid)
+            console.print("captions page (works after the meeting too):")
+            click.echo(f"  {tokens['embedUrl']}")
+            console.print("in another terminal:")
+            click.echo(f"  export MCUSTT_URL={settings.public_url}")
+            click.echo(f"  export MCUSTT_TENANT_KEY={key}")
+            click.echo(f"  mcustt transcript {sid} --format srt")
+            click.echo("  mcustt stream your-meeting.mp3")
+            click.echo(f"  API docs: {settings.public_url}/docs")
+
+    flow = asyncio.create_task(show(), name="mcustt-demo")
+    try:
+        # Ctrl-C makes uvicorn stop the server (should_exit); the demo stops with it,
+        # and whatever the demo was doing fails because of that, not on its own.
+        await asyncio.wait({flow, served}, return_when=asyncio.FIRST_COMPLETED)
+        if flow.done() and not server.should_exit:
+            flow.result()  # raise what went wrong
+            if not exit_after:
+                console.print(f"server running on {settings.public_url}; Ctrl-C stops it")
+                await served
+    finally:
+        flow.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await flow  # its outcome was reported above, or does not matter any more
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await served
+
+
+@click.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Audio or video file to stream instead of the bundled standup recording.",
+)
+@click.option("--fast", is_flag=True, help="Stream as fast as recognized, not in real time.")
+@click.option(
+    "--exit",
+    "--no-wait",
+    "exit_after",
+    is_flag=True,
+    help="Exit after printing instead of keeping the server running.",
+)
+def demo(host: str, port: int, sample: Path | None, fast: bool, exit_after: bool) -> None:
+    """Run a server on the embedded defaults and caption a sample meeting.
+
+    Migrates the SQLite database under ./var, starts the server in this process
+    (offline recognizer, extractive summaries), provisions a demo tenant, streams a
+    bundled standup recording with live captions, prints the transcript and the
+    summary, and keeps serving with the captions page URL printed (Ctrl-C stops).
+    """
+    from mcustt.config import Settings
+    from mcustt.errors import MCUSTTError
+    from mcustt.store.db import migrate
+
+    console = Console()
+    try:
+        # Synchronous (Alembic), so before the event loop starts.
+        migrate(Settings.from_env().database_url)
+    except MCUSTTError as exc:
+        raise click.ClickException(exc.message) from None
+    try:
+        _run(
+            _demo(
+                host=host,
+                port=port,
+                sample=sample or SAMPLE,
+                realtime=not fast,
+                exit_after=exit_after,
+                console=console,
+            )
+        )
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled once the server has stopped cleanly.
+        console.print("server stopped")
+
+
+COMMANDS: list[click.Command] = [stream, tail, sessions, transcript, summary, demo]
