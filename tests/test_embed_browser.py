@@ -16,23 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
+from browser import OtherOrigin, launch
 from conftest import (
     Running,
     make_settings,
-    need_service,
     new_session,
     new_tenant,
     read_wav,
@@ -43,17 +39,6 @@ from mcustt.tokens import TokenIssuer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("MCUSTT_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 JWT_SECRET = "embed-browser-test-secret-0123456789abcdef"
 BRAND = {
@@ -108,43 +93,6 @@ def record_requests(srv: Running) -> RequestLog:
     return log
 
 
-class HostSite:
-    """A second origin: a tiny threaded HTTP server serving pages that frame the embed."""
-
-    def __init__(self) -> None:
-        self.pages: dict[str, str] = {}
-        pages = self.pages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = pages.get(self.path.split("?")[0])
-                if body is None:
-                    self.send_error(404)
-                    return
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostSite:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def host_page(embed_url: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Host page</title></head>
@@ -156,30 +104,15 @@ def host_page(embed_url: str) -> str:
 
 
 @pytest.fixture
-def host() -> Iterator[HostSite]:
-    with HostSite() as site:
+def host() -> Iterator[OtherOrigin]:
+    with OtherOrigin() as site:
         yield site
 
 
 @pytest.fixture
-def chromium() -> str:
-    if not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)):
-        need_service("chromium", f"{CHROMIUM} not found: run scripts/install --test")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError as exc:
-        need_service("playwright", str(exc))
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+async def browser() -> AsyncIterator[Any]:
+    async with launch() as b:
+        yield b
 
 
 async def stream_audio(ws: Any, pcm: bytes) -> None:
@@ -213,7 +146,7 @@ OBSERVE = """() => {
 
 
 async def test_live_captions_in_cross_origin_iframe(
-    sqlite_url: str, browser: Any, host: HostSite
+    sqlite_url: str, browser: Any, host: OtherOrigin
 ) -> None:
     from playwright.async_api import expect
 

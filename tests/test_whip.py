@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
+from browser import OtherOrigin, launch
 from conftest import (
     FIXTURES,
     Running,
     make_settings,
-    need_service,
     new_session,
     new_tenant,
     read_wav,
@@ -318,36 +313,6 @@ async def test_peer_that_never_connects_is_cleaned_up(sqlite_url: str, client: s
 
 # -- a real browser ---------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("MCUSTT_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-class PageSite:
-    """Another origin: a tiny threaded HTTP server for the producer page."""
-
-    def __init__(self, page: str) -> None:
-        body = page.encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 # The seed's browser example (§5b), with no ICE server: the page hands its offer to the
 # server, applies the answer, and shows what /ws/subscribe sends back.
 PRODUCER_PAGE = """<!doctype html>
@@ -392,27 +357,8 @@ main().catch(e => { whip.error = String(e); });
 
 
 @pytest.fixture
-def chromium() -> str:
-    if not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)):
-        need_service("chromium", f"{CHROMIUM} not found: run scripts/install --test")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError as exc:
-        need_service("playwright", str(exc))
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+async def browser() -> AsyncIterator[Any]:
+    extra = [
         # A microphone that plays the fixture (looped), granted without a prompt.
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
@@ -420,17 +366,13 @@ async def browser(chromium: str) -> AsyncIterator[Any]:
         # Gather on 127.0.0.1 too, where the server listens.
         "--allow-loopback-in-peer-connection",
     ]
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=chromium, args=args, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launch(extra) as b:
+        yield b
 
 
 @pytest.fixture
-def page_site() -> Iterator[list[PageSite]]:
-    sites: list[PageSite] = []
+def page_site() -> Iterator[list[OtherOrigin]]:
+    sites: list[OtherOrigin] = []
     yield sites
     for site in sites:
         site.close()
@@ -439,7 +381,7 @@ def page_site() -> Iterator[list[PageSite]]:
 @pytest.mark.browser
 @pytest.mark.slow
 async def test_chromium_microphone_to_captions(
-    sqlite_url: str, browser: Any, page_site: list[PageSite]
+    sqlite_url: str, browser: Any, page_site: list[OtherOrigin]
 ) -> None:
     from playwright.async_api import expect
 
@@ -450,7 +392,7 @@ async def test_chromium_microphone_to_captions(
             "server": json.dumps(srv.url),
             "token": json.dumps(doc["ingestToken"]),
         }
-        site = PageSite(page_html)
+        site = OtherOrigin({"/": page_html})
         page_site.append(site)
         # The page's origin is the only one the tenant allows.
         async with srv.client() as c:
