@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from typing import Any
 
 from mcustt.store.models import TranscriptLine
@@ -47,41 +46,56 @@ class Event:
     """One broker message, parsed once per node and shared by every local viewer.
 
     ``raw`` goes to WebSocket viewers as-is; ``sse`` is encoded on first use and then
-    reused, so serialization costs once per node, not once per viewer.
+    reused, so serialization costs once per node, not once per viewer. The ASGI messages
+    that carry them (:attr:`ws_message`, :attr:`sse_message`) are built once as well and
+    handed, read-only, to every viewer's ``send``.
     """
 
-    __slots__ = ("__dict__", "data", "raw")
+    __slots__ = ("_sse", "_sse_message", "_ws_message", "data", "is_final", "raw", "seq", "type")
 
     def __init__(self, raw: str, data: dict[str, Any] | None = None) -> None:
         self.raw = raw
         self.data: dict[str, Any] = data if data is not None else json.loads(raw)
-
-    @property
-    def type(self) -> str:
-        return str(self.data.get("type", ""))
-
-    @property
-    def seq(self) -> int | None:
+        if not isinstance(self.data, dict):
+            raise ValueError("an event is a JSON object")
+        # Read by every viewer's filter: looked up once here.
+        self.type = str(self.data.get("type", ""))
         seq = self.data.get("seq")
-        return seq if isinstance(seq, int) else None
-
-    @property
-    def is_final(self) -> bool:
-        return bool(self.data.get("isFinal"))
+        self.seq: int | None = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        self.is_final = bool(self.data.get("isFinal"))
+        self._sse: bytes | None = None
+        self._ws_message: dict[str, Any] | None = None
+        self._sse_message: dict[str, Any] | None = None
 
     @property
     def internal(self) -> bool:
         """Node-to-node control (``_``-prefixed type), never shown to viewers."""
         return self.type.startswith("_")
 
-    @cached_property
+    @property
     def sse(self) -> bytes:
-        lines = [f"event: {self.type}"]
-        if self.type == "transcript" and self.is_final and self.seq is not None:
-            lines.append(f"id: {self.seq}")
-        payload = {k: v for k, v in self.data.items() if k != "type"}
-        lines.append("data: " + dumps(payload))
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if self._sse is None:
+            lines = [f"event: {self.type}"]
+            if self.type == "transcript" and self.is_final and self.seq is not None:
+                lines.append(f"id: {self.seq}")
+            payload = {k: v for k, v in self.data.items() if k != "type"}
+            lines.append("data: " + dumps(payload))
+            self._sse = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return self._sse
+
+    @property
+    def ws_message(self) -> dict[str, Any]:
+        """The ASGI ``websocket.send`` message of :attr:`raw` (shared: do not mutate)."""
+        if self._ws_message is None:
+            self._ws_message = {"type": "websocket.send", "text": self.raw}
+        return self._ws_message
+
+    @property
+    def sse_message(self) -> dict[str, Any]:
+        """The ASGI ``http.response.body`` message of :attr:`sse` (shared: do not mutate)."""
+        if self._sse_message is None:
+            self._sse_message = {"type": "http.response.body", "body": self.sse, "more_body": True}
+        return self._sse_message
 
     @classmethod
     def make(cls, data: dict[str, Any]) -> Event:

@@ -1,20 +1,36 @@
 """Caption fan-out: the per-node hub, and the viewer loop shared by WS and SSE.
 
 Each node subscribes to a session's broker channel once, however many local viewers
-watch it, and copies each parsed :class:`Event` into every viewer's bounded queue. A
-viewer whose queue is full is kicked (disconnected with a reason) instead of slowing
+watch it, and copies each parsed :class:`Event` into every viewer's bounded mailbox. A
+viewer whose mailbox is full is kicked (disconnected with a reason) instead of slowing
 anyone else; it can reconnect with ``lastSeq`` / ``Last-Event-ID`` and lose nothing.
 
 Replay without gap or duplicate: a viewer joins the hub *before* reading persisted
-finals, so a final is either in the database read, in the queue, or both; the seq
+finals, so a final is either in the database read, in the mailbox, or both; the seq
 filter drops the second copy.
+
+This is the hot path of a node with thousands of viewers. Each viewer has a relay task
+(:func:`relay`) that sends what its mailbox holds, in order. While that relay is idle in
+the live phase, the hub does not wake it: it runs the viewer's send itself, at once
+(:meth:`Viewer.offer`); only a send that has to wait (the socket's buffer is full) is
+handed to the relay, and everything after it queues behind it as usual, so order,
+backpressure and kicks are unchanged while a delivery costs about what writing to the
+socket costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+)
 from typing import Any
 
 import structlog
@@ -26,34 +42,196 @@ from mcustt.store.repo import Repo
 
 log = structlog.get_logger(__name__)
 
-#: Put in a queue after a broker reconnect: replay from the store, then go on.
+#: Put in a mailbox after a broker reconnect: replay from the store, then go on.
 RESYNC = object()
+#: Put in SSE viewers' mailboxes every ``sse_ping_s``: the transport sends a comment.
+PING = object()
 REPLAY_BATCH = 500
 
 
+class Mailbox:
+    """A bounded FIFO with one reader: lighter than :class:`asyncio.Queue` (a list, no
+    future per item unless the reader sleeps, no ``join`` bookkeeping), which matters at
+    thousands of viewers a node. Mailboxes are short (a slow viewer is kicked)."""
+
+    __slots__ = ("_items", "_loop", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: list[Event | object] = []
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self._maxsize <= len(self._items)
+
+    def put_nowait(self, item: Event | object) -> None:
+        if 0 < self._maxsize <= len(self._items):
+            raise asyncio.QueueFull
+        self._items.append(item)
+        self.wake()
+
+    def get_nowait(self) -> Event | object:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.pop(0)
+
+    async def get(self) -> Event | object:
+        while not self._items:
+            await self.wait()
+        return self._items.pop(0)
+
+    def drain(self) -> list[Event | object]:
+        items, self._items = self._items, []
+        return items
+
+    async def wait(self) -> None:
+        """Until an item is queued or :meth:`wake` is called (one reader at a time)."""
+        if not self._items:
+            await self.waiter()
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future that is done once an item is queued or :meth:`wake` is called; for
+        the one reader, to await while the mailbox is empty (cheaper than :meth:`wait`
+        on the hot path: no coroutine)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+#: Builds the coroutine that sends one item to the viewer's transport.
+Send = Callable[[Event | object], Coroutine[Any, Any, Any]]
+
+
+class _Pending:
+    """A send the hub ran for an idle viewer that suspended (its socket was full): the
+    relay finishes it before anything else (see :class:`_Continue`)."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+
+class _Continue:
+    """Await the rest of a coroutine that was stepped by hand (``coro.send(None)``) and
+    suspended on ``yielded``: the futures it waits on are handed to the awaiting task,
+    results and exceptions (a kick's cancellation) are passed back in, exactly as if the
+    task had been running it from the start (what Python 3.12's eager tasks do)."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                value = yield yielded
+            except BaseException as exc:
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
 class Viewer:
-    def __init__(self, session_id: str, maxsize: int) -> None:
+    __slots__ = (
+        "closed",
+        "direct",
+        "kicked",
+        "on_kick",
+        "pings",
+        "queue",
+        "session_id",
+    )
+
+    def __init__(self, session_id: str, maxsize: int, *, pings: bool = False) -> None:
         self.session_id = session_id
-        self.queue: asyncio.Queue[Event | object] = asyncio.Queue(maxsize)
+        self.queue = Mailbox(maxsize)
+        #: why the hub dropped this viewer (slow, or shutdown); None while it is fine
         self.kicked: str | None = None
-        #: set by the transport so a kick can interrupt a send that is stuck.
+        #: set by the transport when its peer went away: the relay stops
+        self.closed = False
+        #: the hub puts :data:`PING` in this viewer's mailbox every ``sse_ping_s``
+        self.pings = pings
+        #: set by the relay so a kick can interrupt a send that is stuck.
         self.on_kick: Callable[[str], None] | None = None
+        #: (filter, send) while the relay sleeps on an empty mailbox in the live phase:
+        #: the hub may then send transcripts itself (see :meth:`offer`)
+        self.direct: tuple[Follow, Send] | None = None
 
     def offer(self, item: Event | object) -> None:
         if self.kicked:
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        direct = self.direct
+        if direct is not None and item.__class__ is Event:
+            event: Event = item
+            if event.type == "transcript":
+                follow, send = direct
+                if not follow.admit(event):
+                    return
+                try:
+                    coro = send(event)
+                    yielded = coro.send(None)
+                except StopIteration:
+                    return  # sent, without waking anyone
+                except Exception as exc:
+                    # The transport refused (the peer is gone): the relay ends.
+                    log.debug("viewer send failed", session_id=self.session_id, error=repr(exc))
+                    self.close()
+                    return
+                # It has to wait for the socket: the relay takes it over, in first place.
+                self.direct = None
+                self.queue._items.insert(0, _Pending(coro, yielded))
+                self.queue.wake()
+                return
+        self.direct = None  # something is queued now: later items must queue behind it
+        queue = self.queue
+        if 0 < queue._maxsize <= len(queue._items):
             self.kick("SLOW_CONSUMER: the viewer fell behind; reconnect with lastSeq")
+            return
+        queue._items.append(item)
+        if queue._waiter is not None:
+            queue.wake()
 
     def kick(self, reason: str) -> None:
         if self.kicked:
             return
         self.kicked = reason
+        self.direct = None
         log.info("viewer kicked", session_id=self.session_id, reason=reason)
+        self.queue.wake()
         if self.on_kick is not None:
             self.on_kick(reason)
+
+    def close(self) -> None:
+        """The transport's peer left: wake the relay so it ends."""
+        self.closed = True
+        self.direct = None
+        self.queue.wake()
 
 
 class Hub:
@@ -62,24 +240,40 @@ class Hub:
         self.broker: Broker = load_broker(settings, self._deliver, self._resync)
         self._viewers: dict[str, set[Viewer]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: list[asyncio.Task[None]] = []
         self.delivered = 0
 
     async def start(self) -> None:
         await self.broker.start()
+        if self.settings.sse_ping_s > 0:
+            self._tasks.append(asyncio.create_task(self._ping_loop(), name="hub-sse-ping"))
+        self._tasks.append(asyncio.create_task(self._exit_watch(), name="hub-exit-watch"))
 
     async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.kick_all("SERVER_SHUTDOWN: the server is restarting; reconnect")
+        await self.broker.aclose()
+
+    def kick_all(self, reason: str, *, only_pinged: bool = False) -> None:
         for viewers in list(self._viewers.values()):
             for viewer in list(viewers):
-                viewer.kick("SERVER_SHUTDOWN: the server is restarting; reconnect")
-        await self.broker.aclose()
+                if viewer.pings or not only_pinged:
+                    viewer.kick(reason)
 
     async def publish(self, session_id: str, data: dict[str, Any]) -> None:
         """Serialize once and send to every node watching the session."""
         await self.broker.publish(session_id, dumps(data))
 
-    async def join(self, session_id: str) -> Viewer:
-        """Register a viewer; returns once the broker delivers to it."""
-        viewer = Viewer(session_id, self.settings.viewer_queue_size)
+    async def join(self, session_id: str, *, pings: bool = False) -> Viewer:
+        """Register a viewer; returns once the broker delivers to it.
+
+        ``pings``: the transport wants :data:`PING` every ``sse_ping_s`` (SSE keep-alive).
+        """
+        viewer = Viewer(session_id, self.settings.viewer_queue_size, pings=pings)
         async with self._locks[session_id]:
             viewers = self._viewers.get(session_id)
             if viewers is None:
@@ -125,6 +319,226 @@ class Hub:
             for viewer in list(viewers):
                 viewer.offer(RESYNC)
 
+    async def _ping_loop(self) -> None:
+        """One timer for every SSE viewer of the node (not one task or timer each)."""
+        while True:
+            await asyncio.sleep(self.settings.sse_ping_s)
+            for viewers in list(self._viewers.values()):
+                for viewer in list(viewers):
+                    if viewer.pings:
+                        viewer.offer(PING)
+
+    async def _exit_watch(self) -> None:
+        """End SSE streams as soon as the server starts shutting down.
+
+        uvicorn waits for open HTTP responses before the lifespan shutdown (where
+        :meth:`aclose` kicks everyone), and an event stream never finishes by itself.
+        WebSocket viewers need nothing: uvicorn closes those sockets (1012) itself.
+        sse-starlette's shutdown detection (SIGTERM hook, uvicorn's ``should_exit``)
+        is reused, waited on by this one task.
+        """
+        from sse_starlette.sse import EventSourceResponse
+
+        listen = getattr(EventSourceResponse, "_listen_for_exit_signal", None)
+        if listen is None:  # pragma: no cover - other sse-starlette: uvicorn's timeout ends them
+            return
+        await listen()
+        self.kick_all("SERVER_SHUTDOWN: the server is restarting; reconnect", only_pinged=True)
+
+
+class Follow:
+    """Replay finals after ``last_seq`` (if given), then live events, each once.
+
+    The transport's relay drives it: :meth:`start` (the replay, or everything when the
+    session already ended), then, each time the mailbox has something, :meth:`take`
+    (synchronous: no coroutine layers on the per-event path) and, when a broker
+    reconnect asked for it (:attr:`resync`), :meth:`replay_missed`. :attr:`done` turns
+    true after ``session-end``. The caller joined ``viewer`` to the hub first and leaves
+    it afterwards.
+    """
+
+    __slots__ = ("done", "repo", "resync", "sent", "session_ended", "viewer")
+
+    def __init__(
+        self,
+        repo: Repo,
+        viewer: Viewer,
+        *,
+        last_seq: int | None,
+        session_ended: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self.repo = repo
+        self.viewer = viewer
+        self.session_ended = session_ended
+        self.sent = -1 if last_seq is None else last_seq
+        self.done = False
+        self.resync = False
+
+    async def _replay(self, after: int) -> list[Event | object]:
+        out: list[Event | object] = []
+        while True:
+            lines = await self.repo.lines_after(self.viewer.session_id, after, limit=REPLAY_BATCH)
+            if lines:
+                self.sent = max(self.sent, lines[-1].seq)
+                out += [Event.make(line_event(line)) for line in lines]
+            if len(lines) < REPLAY_BATCH:
+                return out
+            after = lines[-1].seq
+
+    async def start(self, last_seq: int | None) -> list[Event | object]:
+        out: list[Event | object] = []
+        if last_seq is not None:
+            out += await self._replay(last_seq)
+        if await self.session_ended():
+            # Finals persisted between the replay and this check are not lost: read again.
+            if last_seq is not None:
+                out += await self._replay(self.sent)
+            out.append(Event.make(session_end()))
+            self.done = True
+        return out
+
+    async def replay_missed(self) -> list[Event | object]:
+        """After a broker reconnect: the finals missed meanwhile, and ``session-end``
+        if the session ended meanwhile (that event is not replayable, only its state)."""
+        self.resync = False
+        out = await self._replay(max(self.sent, 0))
+        if await self.session_ended():
+            out += await self._replay(max(self.sent, 0))
+            out.append(Event.make(session_end()))
+            self.done = True
+        return out
+
+    def admit(self, event: Event) -> bool:
+        """Whether a live transcript is new to this viewer (and note it if final)."""
+        seq = event.seq
+        if seq is None:
+            return True
+        if seq <= self.sent:
+            return False  # already replayed (or superseded by its final)
+        if event.is_final:
+            self.sent = seq
+        return True
+
+    def take(self) -> list[Event | object]:
+        """What the mailbox holds that this viewer should get, in order.
+
+        Stops at :data:`RESYNC` (setting :attr:`resync`; the rest stays queued) and at
+        ``session-end`` (setting :attr:`done`).
+        """
+        mailbox = self.viewer.queue
+        items = mailbox.drain()
+        out: list[Event | object] = []
+        sent = self.sent
+        for i, item in enumerate(items):
+            if item is RESYNC:
+                self.resync = True
+                mailbox._items[:0] = items[i + 1 :]  # the rest waits for the replay
+                break
+            if item is PING or item.__class__ is _Pending:
+                out.append(item)
+                continue
+            assert isinstance(item, Event)
+            kind = item.type
+            if kind.startswith("_"):
+                continue  # node-to-node control
+            if kind == "transcript" and item.seq is not None:
+                if item.seq <= sent:
+                    continue  # already replayed (or superseded by its final)
+                if item.is_final:
+                    sent = item.seq
+            out.append(item)
+            if kind == "session-end":
+                self.done = True
+                break
+        self.sent = sent
+        return out
+
+
+async def relay(
+    repo: Repo,
+    viewer: Viewer,
+    *,
+    last_seq: int | None,
+    session_ended: Callable[[], Awaitable[bool]],
+    send: Send,
+) -> None:
+    """Send a viewer its events through ``send``: the replay, then live events, each
+    once. Returns after ``session-end``, or once the viewer is closed or kicked; a kick
+    also cancels a send stuck on a full socket (that cancellation is absorbed here: the
+    caller sees ``viewer.kicked``). Run it as its own task, with a shallow stack."""
+    task = asyncio.current_task()
+    assert task is not None
+
+    def interrupt(_reason: str) -> None:
+        task.cancel()
+
+    viewer.on_kick = interrupt
+    follow = Follow(repo, viewer, last_seq=last_seq, session_ended=session_ended)
+    direct = (follow, send)
+    queue = viewer.queue
+    try:
+        batch = await follow.start(last_seq)
+        while True:
+            for item in batch:
+                if item.__class__ is _Pending:
+                    await _Continue(item.coro, item.yielded)
+                else:
+                    await send(item)
+            if follow.done:
+                return
+            if follow.resync:
+                batch = await follow.replay_missed()
+                continue
+            if not queue._items:
+                if viewer.kicked or viewer.closed:
+                    return
+                viewer.direct = direct  # idle: the hub may send for us meanwhile
+                try:
+                    await queue.waiter()
+                finally:
+                    viewer.direct = None
+            if viewer.kicked or viewer.closed:
+                return
+            batch = follow.take()
+    except asyncio.CancelledError:
+        if not viewer.kicked:
+            raise
+        task.uncancel()
+    finally:
+        viewer.on_kick = None
+        viewer.direct = None
+        for item in viewer.queue.drain():
+            if item.__class__ is _Pending:
+                item.coro.close()
+
+
+async def follow_batches(
+    repo: Repo,
+    viewer: Viewer,
+    *,
+    last_seq: int | None,
+    session_ended: Callable[[], Awaitable[bool]],
+) -> AsyncGenerator[list[Event | object], None]:
+    """:class:`Follow` as an async generator of batches. Ends after ``session-end``, or
+    once the viewer is kicked or closed."""
+    f = Follow(repo, viewer, last_seq=last_seq, session_ended=session_ended)
+    batch = await f.start(last_seq)
+    while True:
+        if batch:
+            yield batch
+        if f.done:
+            return
+        if f.resync:
+            batch = await f.replay_missed()
+            continue
+        if not viewer.queue._items:
+            if viewer.kicked or viewer.closed:
+                return
+            await viewer.queue.wait()
+        if viewer.kicked or viewer.closed:
+            return
+        batch = f.take()
+
 
 async def follow(
     repo: Repo,
@@ -133,48 +547,8 @@ async def follow(
     last_seq: int | None,
     session_ended: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[Event]:
-    """Replay finals after ``last_seq`` (if given), then live events, each once.
-
-    Ends after ``session-end``. The caller joined ``viewer`` to the hub first and
-    leaves it afterwards.
-    """
-    sent = -1 if last_seq is None else last_seq
-
-    async def replay(after: int) -> AsyncIterator[Event]:
-        nonlocal sent
-        while True:
-            lines = await repo.lines_after(viewer.session_id, after, limit=REPLAY_BATCH)
-            for line in lines:
-                sent = max(sent, line.seq)
-                yield Event.make(line_event(line))
-            if len(lines) < REPLAY_BATCH:
-                return
-            after = lines[-1].seq
-
-    if last_seq is not None:
-        async for event in replay(last_seq):
-            yield event
-    if await session_ended():
-        # Finals persisted between the replay and this check are not lost: read again.
-        if last_seq is not None:
-            async for event in replay(sent):
-                yield event
-        yield Event.make(session_end())
-        return
-    while True:
-        item = await viewer.queue.get()
-        if item is RESYNC:
-            async for event in replay(max(sent, 0)):
-                yield event
-            continue
-        assert isinstance(item, Event)
-        if item.internal:
-            continue
-        if item.type == "transcript" and item.seq is not None:
-            if item.seq <= sent:
-                continue  # already replayed (or superseded by its final)
-            if item.is_final:
-                sent = item.seq
-        yield item
-        if item.type == "session-end":
-            return
+    """:class:`Follow`, one event at a time (pings left out)."""
+    async for batch in follow_batches(repo, viewer, last_seq=last_seq, session_ended=session_ended):
+        for item in batch:
+            if isinstance(item, Event):
+                yield item

@@ -1,29 +1,39 @@
 """Viewer transports: ``/ws/subscribe`` (§6) and the SSE feed (§7).
 
-Both run :func:`mcustt.fanout.follow` (replay, then live, each final once) and differ
+Both run :class:`mcustt.fanout.Follow` (replay, then live, each final once) and differ
 only in framing: WebSocket viewers get the event's JSON text as published, SSE viewers
-its SSE encoding, each made once per node.
+its SSE encoding, each made once per node (and so is the ASGI message that carries it).
+
+A node holds thousands of these, so each costs as little as it can: a relay task with a
+shallow stack sends the events (woken once per batch, no coroutine per event), the
+connection's own task just waits for the peer to leave, and SSE keep-alive pings and
+the shutdown signal come from one hub-wide timer and watcher, not tasks or timers per
+viewer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
 from mcustt.api import app_state, error_response, read_token
 from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized
-from mcustt.fanout import Viewer, follow
+from mcustt.events import Event
+from mcustt.fanout import PING, Viewer, relay
+from mcustt.server import detach
 from mcustt.state import AppState
 from mcustt.store.models import Session
-from mcustt.wsutil import close, reject
+from mcustt.wsutil import reject
 
 log = structlog.get_logger(__name__)
 
@@ -60,12 +70,108 @@ async def authorize_viewer(
     return session
 
 
-def _ended(state: AppState, session_id: str) -> Callable[[], Awaitable[bool]]:
-    async def ended() -> bool:
-        fresh = await state.sessions.get(session_id)
+class _Connection:
+    """A viewer connection once it is set up, detached from the middleware stack (see
+    :class:`mcustt.server.Outermost`): a relay task sends the events (see
+    :func:`mcustt.fanout.relay`) while the connection's own task waits for the peer to
+    leave. Whichever side ends first ends the other."""
+
+    __slots__ = ("last_seq", "reading", "relay", "send", "state", "task", "viewer")
+
+    def __init__(self, state: AppState, viewer: Viewer, last_seq: int | None) -> None:
+        self.state = state
+        self.viewer = viewer
+        self.last_seq = last_seq
+        self.send: Send | None = None
+        self.relay: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.reading = False
+
+    # transport specifics ---------------------------------------------------------------
+
+    def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
+        """The coroutine that sends one item (an ASGI send: the hub may run it eagerly)."""
+        raise NotImplementedError
+
+    async def read(self, receive: Receive) -> tuple[int, str] | None:
+        """Until the peer leaves; returns how to close (None: nothing to send)."""
+        raise NotImplementedError
+
+    async def ended(self) -> None:
+        """The relay ended the stream (``session-end`` sent, or the viewer was kicked)."""
+        raise NotImplementedError
+
+    async def close(self, code: int, reason: str) -> None:
+        """The peer left or broke the rules (only after the relay stopped)."""
+
+    # the common part -----------------------------------------------------------------
+
+    async def session_ended(self) -> bool:
+        fresh = await self.state.sessions.get(self.viewer.session_id)
         return fresh is None or fresh.status == "ended"
 
-    return ended
+    async def run(self, receive: Receive, send: Send) -> None:
+        state, viewer = self.state, self.viewer
+        self.send = send
+        task = self.task = asyncio.current_task()
+        assert task is not None
+        relay = self.relay = asyncio.create_task(self._relay(), name="viewer-relay")
+        try:
+            self.reading = True
+            relay.add_done_callback(self._relay_done)
+            try:
+                result = await self.read(receive)
+            except asyncio.CancelledError:
+                if not relay.done():
+                    raise
+                # The relay finished the stream: a peer that never reads or answers
+                # must not hold the connection open.
+                task.uncancel()
+                result = None
+            finally:
+                self.reading = False
+                relay.remove_done_callback(self._relay_done)
+            viewer.close()  # the relay notices at once
+            await asyncio.wait({relay}, timeout=2)
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await relay
+            if result is not None:
+                await self.close(*result)
+        finally:
+            if not relay.done():
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await relay
+            await state.hub.leave(viewer)
+
+    def _relay_done(self, _relay: object) -> None:
+        if self.reading and self.task is not None:
+            self.task.cancel()
+
+    async def _relay(self) -> None:
+        viewer = self.viewer
+        # OSError: the server's send reports a socket gone; the reading side sees it too.
+        with contextlib.suppress(OSError, WebSocketDisconnect):
+            await relay(
+                self.state.repo,
+                viewer,
+                last_seq=self.last_seq,
+                session_ended=self.session_ended,
+                send=self.send_item,
+            )
+        if viewer.closed:
+            return
+        if viewer.kicked:
+            self.state.metrics.viewers_kicked.inc()
+        await self.ended()
+        await self.state.hub.leave(viewer)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send a closing message, bounded in time (a stuck peer must not hold us)."""
+        assert self.send is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.send(message), 2)
 
 
 # -- /ws/subscribe ------------------------------------------------------------------
@@ -76,58 +182,56 @@ async def subscribe_endpoint(ws: WebSocket) -> None:
     try:
         await state.limiter.hit("ws_upgrade", state.client_ip(ws))
         last_seq = _seq_param(ws.query_params.get("lastSeq"), "lastSeq")
-        session = await authorize_viewer(state, ws, ws.query_params.get("token"), None)
+        session_id = (await authorize_viewer(state, ws, ws.query_params.get("token"), None)).id
     except MCUSTTError as exc:
         await reject(ws, exc)
         return
-    viewer = await state.hub.join(session.id)
-    relay: asyncio.Task[None] | None = None
+    viewer = await state.hub.join(session_id)
     try:
         await ws.accept()
-        relay = asyncio.create_task(_relay(state, ws, viewer, last_seq), name=f"relay-{session.id}")
-
-        # A kick (slow viewer) cancels a send that may be stuck on a full TCP buffer.
-        def kick(_reason: str) -> None:
-            if relay is not None:
-                relay.cancel()
-
-        viewer.on_kick = kick
-        reader = asyncio.create_task(_read_until_close(ws), name=f"viewer-rx-{session.id}")
-        done, _ = await asyncio.wait({relay, reader}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (relay, reader):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
-                await task
-        if viewer.kicked:
-            state.metrics.viewers_kicked.inc()
-            await close(ws, 1008, viewer.kicked.split(":")[0])
-        elif reader in done and not reader.cancelled() and reader.exception() is None:
-            code, reason = reader.result()
-            await close(ws, code, reason)
-        else:
-            await close(ws, 1000, "SESSION_ENDED")
-    finally:
+    except BaseException:
         await state.hub.leave(viewer)
+        raise
+    conn = _WsConnection(state, viewer, last_seq)
+    await detach(ws.scope, conn.run, ws.receive, ws.send)
 
 
-async def _relay(state: AppState, ws: WebSocket, viewer: Viewer, last_seq: int | None) -> None:
-    async for event in follow(
-        state.repo, viewer, last_seq=last_seq, session_ended=_ended(state, viewer.session_id)
-    ):
-        await ws.send_text(event.raw)
+class _WsConnection(_Connection):
+    __slots__ = ()
 
+    def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
+        return self.send(item.ws_message)  # type: ignore[misc, union-attr, return-value]
 
-async def _read_until_close(ws: WebSocket) -> tuple[int, str]:
-    """Subscribe sockets are read-only: binary closes 1003; text is ignored (ping ok)."""
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return 1000, ""
-        if message.get("bytes") is not None:
-            return 1003, "BAD_REQUEST: subscribe sockets are read-only"
+    async def read(self, receive: Receive) -> tuple[int, str] | None:
+        """Subscribe sockets are read-only: binary closes 1003; text is ignored (ping ok)."""
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            if message.get("bytes") is not None:
+                return 1003, "BAD_REQUEST: subscribe sockets are read-only"
+
+    async def ended(self) -> None:
+        kicked = self.viewer.kicked
+        if kicked:
+            await self.close(1008, kicked.split(":")[0])
+        else:
+            await self.close(1000, "SESSION_ENDED")
+
+    async def close(self, code: int, reason: str) -> None:
+        # A close reason is limited to 123 bytes by RFC 6455.
+        reason = reason.encode()[:123].decode(errors="ignore")
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 # -- SSE ----------------------------------------------------------------------------
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "Connection": "keep-alive",
+    # Proxies (nginx and friends) must pass events through as they come.
+    "X-Accel-Buffering": "no",
+}
 
 
 async def sse_stream(request: Request) -> Response:
@@ -141,35 +245,73 @@ async def sse_stream(request: Request) -> Response:
         session = await authorize_viewer(state, request, read_token(request), session_id)
     except MCUSTTError as exc:
         return error_response(exc)
+    return EventStream(state, session, last_seq)
 
-    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
-        # Joined inside the generator: a client gone before the first byte leaks nothing.
-        viewer = await state.hub.join(session.id)
+
+def _sse_body(data: bytes) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
+class EventStream(Response):
+    """``text/event-stream`` of one session: ``ready``, then the replay and live events.
+
+    Lighter than a generic streaming response: no task group, no timer or timeout per
+    event. Keep-alive comments come every ``sse_ping_s`` from the hub's one timer; a
+    viewer that cannot keep up is kicked by the hub (its mailbox is bounded), which also
+    cancels a send stuck on a full socket. Once the headers and ``ready`` are out, the
+    stream detaches from the middleware stack (the request is logged then).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, state: AppState, session: Session, last_seq: int | None) -> None:
+        # Not Response.__init__: that would add "content-length: 0" for the empty body.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
+        self.state = state
+        self.session: Session | None = session
+        self.last_seq = last_seq
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state, session = self.state, self.session
+        assert session is not None, "an EventStream is sent once"
+        self.session = None
+        # Joined here, not earlier: a client gone before the first byte leaks nothing.
+        viewer = await state.hub.join(session.id, pings=True)
         try:
             ready = await state.sessions.state(session, subscribers=state.hub.count(session.id))
-            yield ServerSentEvent(data=events.dumps(ready), event="ready")
-            async for event in follow(
-                state.repo, viewer, last_seq=last_seq, session_ended=_ended(state, session.id)
-            ):
-                if viewer.kicked:
-                    break
-                yield event.sse
-            if viewer.kicked:
-                state.metrics.viewers_kicked.inc()
-                yield ServerSentEvent(
-                    data=events.dumps(events.error("SLOW_CONSUMER", viewer.kicked, fatal=True)),
-                    event="error",
-                )
-        finally:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send(
+                _sse_body(b"event: ready\r\ndata: " + events.dumps(ready).encode() + b"\r\n\r\n")
+            )
+        except BaseException:
             await state.hub.leave(viewer)
+            raise
+        conn = _SseConnection(state, viewer, self.last_seq)
+        await detach(scope, conn.run, receive, send)
 
-    return EventSourceResponse(
-        stream(),
-        ping=state.settings.sse_ping_s,
-        send_timeout=30,
-        headers={
-            # Proxies (nginx and friends) must pass events through as they come.
-            "Cache-Control": "no-cache, no-transform",
-            "X-Accel-Buffering": "no",
-        },
-    )
+
+class _SseConnection(_Connection):
+    __slots__ = ()
+
+    def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
+        if item is PING:
+            stamp = datetime.now(UTC).isoformat(sep=" ")
+            return self.send(_sse_body(f": ping - {stamp}\r\n\r\n".encode()))  # type: ignore[misc, return-value]
+        return self.send(item.sse_message)  # type: ignore[misc, union-attr, return-value]
+
+    async def read(self, receive: Receive) -> tuple[int, str] | None:
+        # Returns when the client leaves, or at once once the relay completed the
+        # response (uvicorn then reports a disconnect).
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        return None
+
+    async def ended(self) -> None:
+        kicked = self.viewer.kicked
+        if kicked:
+            error = events.error(kicked.split(":")[0], kicked, fatal=True)
+            body = b"event: error\r\ndata: " + events.dumps(error).encode() + b"\r\n\r\n"
+            await self._send(_sse_body(body))
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
