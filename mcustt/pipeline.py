@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -93,6 +94,7 @@ class SessionPipeline:
         #: the segmenter counts from this pipeline's first byte; lines use session time
         self._base_ms = session.audio_ms
         self._unbilled_ms = 0
+        self._bill_at_ms = int(USAGE_FLUSH_MS * random.uniform(0.5, 1.5))
         self._queue = AudioQueue(QUEUE_BYTES)
         self._segmenter = Segmenter(
             aggressiveness=state.settings.vad_aggressiveness,
@@ -152,7 +154,7 @@ class SessionPipeline:
                     await self._vad_event(ev)
                 self.audio_ms += pcm_ms(pcm)
                 self._unbilled_ms += pcm_ms(pcm)
-                if self._unbilled_ms >= USAGE_FLUSH_MS:
+                if self._unbilled_ms >= self._bill_at_ms:
                     await self._bill()
             await self._end_utterance()
             await self._bill()
@@ -283,6 +285,9 @@ class SessionPipeline:
 
     async def _bill(self) -> None:
         ms, self._unbilled_ms = self._unbilled_ms, 0
+        # Jittered, so that streams started together do not all write at once (a burst
+        # of database writes stalls every socket of the node for that moment).
+        self._bill_at_ms = int(USAGE_FLUSH_MS * random.uniform(0.5, 1.5))
         if ms <= 0:
             return
         self.state.metrics.audio_seconds.inc(ms / 1000)
@@ -343,7 +348,10 @@ class PipelineRegistry:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    item = await asyncio.wait_for(viewer.queue.get(), timeout=10)
+                    # Jittered renewals: leases of streams started together spread out.
+                    item = await asyncio.wait_for(
+                        viewer.queue.get(), timeout=random.uniform(7.0, 13.0)
+                    )
                     if isinstance(item, events.Event) and item.type == "_stop":
                         pipeline = self._live.get(session_id)
                         if pipeline is not None:
