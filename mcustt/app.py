@@ -175,6 +175,7 @@ async def startup(state: AppState) -> None:
     from mcustt.store.repo import Repo
     from mcustt.summarizers import load_summarizer
     from mcustt.tokens import TokenIssuer
+    from mcustt.usage import UsageMeter
 
     s = state.settings
     state.db = Database(s.database_url)
@@ -192,6 +193,8 @@ async def startup(state: AppState) -> None:
     state.recognizer = load_recognizer(s)
     await state.recognizer.start()
     state.summarizer = load_summarizer(s)
+    state.usage = UsageMeter(state.repo)
+    state.spawn(state.usage.run(), "usage")
     state.pipelines = PipelineRegistry(state)
     state.whip = WhipManager(state)
     state.jobs = JobRunner(state)
@@ -221,6 +224,9 @@ async def shutdown(state: AppState) -> None:
     for task in list(state.tasks):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    # Usage the pipelines counted since the last write (they are all finalized now).
+    if state.usage is not None:
+        await state.usage.aclose()
     # 3. Disconnect viewers, then engines and connections.
     if state.hub is not None:
         await state.hub.aclose()

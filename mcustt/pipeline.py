@@ -28,7 +28,7 @@ from mcustt.recognizers import Hypothesis, RecognizerError, RecognizerStream
 from mcustt.state import AppState
 from mcustt.store.models import Session, Tenant
 from mcustt.types import pcm_ms
-from mcustt.vad import Audio, End, Segmenter, Start
+from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,24 @@ Sink = Callable[[dict[str, Any]], None]
 
 #: audio buffered between transport and recognizer: room for a slow final (10 s)
 QUEUE_BYTES = 10 * 32_000
-USAGE_FLUSH_MS = 5_000
+#: audio a session counts before handing it to the node's usage meter (and checking
+#: the daily cap): the cap is exact to this much per session.
+COUNT_EVERY_MS = 1_000
+
+
+class _Failed:
+    """Queued when a frame handled in :meth:`SessionPipeline.push` hit an error: the
+    pipeline task raises it, in order, as if it had handled the frame itself."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: MCUSTTError) -> None:
+        self.exc = exc
+
+
+#: What the pipeline task works on: raw audio, VAD events ``push`` could not finish
+#: without waiting, an error ``push`` met, or ``None`` (the end).
+Item = bytes | list[VadEvent] | _Failed | None
 
 
 class AudioQueue:
@@ -47,29 +64,45 @@ class AudioQueue:
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self._items: deque[bytes | None] = deque()
+        self._items: deque[Item] = deque()
         self._bytes = 0
         self._max = max_bytes
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
+        #: the reader is asleep on an empty queue (see :meth:`idle`)
+        self._reader_waiting = False
 
-    async def put(self, item: bytes | None) -> None:
+    def idle(self) -> bool:
+        """Nothing queued and the reader waiting for more: whatever comes next would be
+        the reader's very next item, so the writer may handle it itself."""
+        return self._reader_waiting and not self._items
+
+    async def put(self, item: Item) -> None:
         while self._bytes >= self._max:
             self._writable.clear()
             await self._writable.wait()
+        self.put_nowait(item)
+
+    def put_nowait(self, item: Item) -> None:
         self._items.append(item)
-        self._bytes += len(item) if item else 0
+        if item.__class__ is bytes:
+            self._bytes += len(item)
         self._readable.set()
 
-    async def get(self) -> bytes | None:
+    async def get(self) -> Item:
         while not self._items:
             self._readable.clear()
-            await self._readable.wait()
+            self._reader_waiting = True
+            try:
+                await self._readable.wait()
+            finally:
+                self._reader_waiting = False
         item = self._items.popleft()
-        self._bytes -= len(item) if item else 0
-        if self._bytes < self._max:
-            self._writable.set()
+        if item.__class__ is bytes:
+            self._bytes -= len(item)
+            if self._bytes < self._max:
+                self._writable.set()
         return item
 
 
@@ -93,8 +126,7 @@ class SessionPipeline:
         self.audio_ms = session.audio_ms
         #: the segmenter counts from this pipeline's first byte; lines use session time
         self._base_ms = session.audio_ms
-        self._unbilled_ms = 0
-        self._bill_at_ms = int(USAGE_FLUSH_MS * random.uniform(0.5, 1.5))
+        self._uncounted_ms = 0
         self._queue = AudioQueue(QUEUE_BYTES)
         self._segmenter = Segmenter(
             aggressiveness=state.settings.vad_aggressiveness,
@@ -117,10 +149,51 @@ class SessionPipeline:
         self._runner = asyncio.create_task(self._run(), name=f"pipeline-{self.session_id}")
 
     async def push(self, pcm: bytes) -> None:
-        """Queue audio; waits when the queue is full (backpressure to the transport)."""
+        """Queue audio; waits when the queue is full (backpressure to the transport).
+
+        When the pipeline task is idle, the frame is handled right here, in the
+        caller's task, as far as that needs no waiting: VAD, and feeding the recognizer
+        when it takes audio without waiting (every frame of a stream, with most
+        engines). Waking the pipeline task for each 20 ms frame cost more than all that
+        work; now it runs only for what has to wait (an utterance's start or end, an
+        engine's backpressure), and it gets exactly the rest, in order.
+        """
         if self.finished.is_set():
             return
-        await self._queue.put(pcm)
+        queue = self._queue
+        if not queue.idle():
+            await queue.put(pcm)
+            return
+        evs = self._segmenter.feed(pcm)
+        stream = self._stream
+        for i, ev in enumerate(evs):
+            if isinstance(ev, Audio):
+                if stream is None or not ev.pcm:
+                    continue  # (as _feed does)
+                try:
+                    if stream.feed_nowait(ev.pcm):
+                        continue
+                except RecognizerError as exc:
+                    if exc.fatal:
+                        queue.put_nowait(_Failed(exc))
+                        return
+                    self.log.warning(
+                        "utterance dropped after a recognizer error", error=exc.message
+                    )
+                    continue
+            queue.put_nowait(evs[i:])
+            break
+        try:
+            self._count(pcm_ms(pcm))
+        except DailyCapReached as exc:
+            queue.put_nowait(_Failed(exc))
+
+    def _count(self, ms: int) -> None:
+        """Session time, and the tenant's usage (checked against the daily cap)."""
+        self.audio_ms += ms
+        self._uncounted_ms += ms
+        if self._uncounted_ms >= COUNT_EVERY_MS:
+            self._bill()
 
     async def close(self) -> None:
         """Finish: the open utterance is finalized and persisted, then the task ends."""
@@ -145,26 +218,32 @@ class SessionPipeline:
     async def _run(self) -> None:
         try:
             while True:
-                pcm = await self._queue.get()
-                if pcm is None:
+                item = await self._queue.get()
+                if item is None:
                     for ev in self._segmenter.flush():
                         await self._vad_event(ev)
                     break
-                for ev in self._segmenter.feed(pcm):
-                    await self._vad_event(ev)
-                self.audio_ms += pcm_ms(pcm)
-                self._unbilled_ms += pcm_ms(pcm)
-                if self._unbilled_ms >= self._bill_at_ms:
-                    await self._bill()
+                if item.__class__ is bytes:
+                    for ev in self._segmenter.feed(item):
+                        await self._vad_event(ev)
+                    self._count(pcm_ms(item))
+                elif item.__class__ is list:
+                    for ev in item:
+                        await self._vad_event(ev)
+                else:
+                    raise item.exc  # type: ignore[union-attr]
             await self._end_utterance()
-            await self._bill()
+            self._bill()
+            await self.state.usage.flush()
             await self.state.repo.set_audio_ms(self.session_id, self.audio_ms)
         except MCUSTTError as exc:
             self.failure = exc
             self.log.warning("pipeline stopped", code=exc.code, reason=exc.message)
             await self._drop_stream()
             with contextlib.suppress(Exception):
-                await self._bill()
+                self._bill()
+            with contextlib.suppress(Exception):
+                await self.state.usage.flush()
         except Exception as exc:
             self.failure = RecognizerError(f"pipeline failed: {exc}")
             self.log.exception("pipeline crashed")
@@ -283,17 +362,13 @@ class SessionPipeline:
             # Viewers catch up from the store on reconnect; the producer already has it.
             self.log.warning("publish failed", error=str(exc))
 
-    async def _bill(self) -> None:
-        ms, self._unbilled_ms = self._unbilled_ms, 0
-        # Jittered, so that streams started together do not all write at once (a burst
-        # of database writes stalls every socket of the node for that moment).
-        self._bill_at_ms = int(USAGE_FLUSH_MS * random.uniform(0.5, 1.5))
+    def _bill(self) -> None:
+        ms, self._uncounted_ms = self._uncounted_ms, 0
         if ms <= 0:
             return
         self.state.metrics.audio_seconds.inc(ms / 1000)
-        total = await self.state.repo.add_usage(self.tenant.id, ms)
-        cap_ms = self.tenant.daily_minutes_cap * 60_000
-        if total >= cap_ms:
+        total = self.state.usage.add(self.tenant.id, ms)
+        if total >= self.tenant.daily_minutes_cap * 60_000:
             raise DailyCapReached(
                 f"the tenant's daily audio cap of {self.tenant.daily_minutes_cap} minutes "
                 "is reached; the session has ended"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -93,4 +94,9 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, **extra: object)
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     config = uvicorn_config(settings, host=host or settings.host, port=port or settings.port)
+    # Everything imported so far lives as long as the process: keep it out of the
+    # cyclic GC's full collections, which otherwise walk it again each time (a node
+    # with thousands of viewers pays that while viewers join).
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run()

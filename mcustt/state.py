@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mcustt.store.repo import Repo
     from mcustt.summarizers import Summarizer
     from mcustt.tokens import TokenIssuer
+    from mcustt.usage import UsageMeter
 
 
 @dataclass
@@ -49,6 +50,7 @@ class AppState:
     recognizer: Recognizer = None  # type: ignore[assignment]
     summarizer: Summarizer = None  # type: ignore[assignment]
     pipelines: PipelineRegistry = None  # type: ignore[assignment]
+    usage: UsageMeter = None  # type: ignore[assignment]
     jobs: JobRunner = None  # type: ignore[assignment]
     whip: Any = None  # the WHIP manager, when WebRTC ingest is enabled
 

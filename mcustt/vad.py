@@ -19,7 +19,7 @@ FRAME_MS = 20
 FRAME_BYTES = FRAME_MS * BYTES_PER_MS  # 640
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Start:
     """An utterance starts; ``preroll`` (already-received audio) belongs to it."""
 
@@ -27,12 +27,12 @@ class Start:
     preroll: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Audio:
     pcm: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class End:
     at_ms: int
 
@@ -65,8 +65,12 @@ class Segmenter:
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         """Classify the new audio; returns what happened, in order."""
-        self._buf += pcm
         out: list[VadEvent] = []
+        if not self._buf and len(pcm) == FRAME_BYTES:
+            # The usual case (MCUs send 20 ms frames): no buffering, no copy.
+            self._frame(pcm, out)
+            return out
+        self._buf += pcm
         while len(self._buf) >= FRAME_BYTES:
             frame = bytes(self._buf[:FRAME_BYTES])
             del self._buf[:FRAME_BYTES]

@@ -202,9 +202,11 @@ class Run:
     cpu_pct: tuple[float, float] = (math.nan, math.nan)
     usr_sys: tuple[float, float] = (math.nan, math.nan)  # us of user / kernel CPU a message
     faults: float = math.nan  # minor page faults of the nodes a message
+    syscalls: tuple[float, float] = (math.nan, math.nan)  # read-/write-like syscalls a message
     rss_kb_per_viewer: float = math.nan
     client_cpu_pct: float = math.nan
     load: float = math.nan
+    steal: float = math.nan
     errors: list[str] = field(default_factory=list)
 
 
@@ -302,8 +304,10 @@ async def run_once(args: argparse.Namespace, server: str, tmp: Path, database_ur
         await asyncio.sleep(args.warmup)
         client_pids = [c.pid for c in clients if c.pid]
         t0 = time.time()
+        host0 = bl.host_cpu()
         cpu0 = [bl.cpu_seconds(pid) for pid in pids]
         split0 = [bl.cpu_split(pid) for pid in pids]
+        io0 = [bl.syscalls(pid) for pid in pids]
         ccpu0 = sum(bl.cpu_seconds(c) for c in client_pids)
         spy = []
         if args.py_spy and server == "mcustt":
@@ -327,8 +331,10 @@ async def run_once(args: argparse.Namespace, server: str, tmp: Path, database_ur
                 )
         await asyncio.sleep(args.seconds)
         t1 = time.time()
+        res.steal = bl.steal_pct(host0, bl.host_cpu())
         cpu1 = [bl.cpu_seconds(pid) for pid in pids]
         split1 = [bl.cpu_split(pid) for pid in pids]
+        io1 = [bl.syscalls(pid) for pid in pids]
         ccpu1 = sum(bl.cpu_seconds(c) for c in client_pids)
         rss1 = sum(bl.rss_bytes(pid) for pid in pids)
         res.load = bl.loadavg()
@@ -379,6 +385,10 @@ async def run_once(args: argparse.Namespace, server: str, tmp: Path, database_ur
         sys_ = sum(b[1] - a[1] for a, b in zip(split0, split1, strict=True))
         res.usr_sys = (usr * 1e6 / res.delivered, sys_ * 1e6 / res.delivered)
         res.faults = sum(b[2] - a[2] for a, b in zip(split0, split1, strict=True)) / res.delivered
+        res.syscalls = (
+            sum(b[0] - a[0] for a, b in zip(io0, io1, strict=True)) / res.delivered,
+            sum(b[1] - a[1] for a, b in zip(io0, io1, strict=True)) / res.delivered,
+        )
     res.client_cpu_pct = (ccpu1 - ccpu0) / span * 100
     print(
         f"  {server}: window {span:.1f} s ({t0:.3f}..{t1:.3f}), {in_window} events published",
@@ -454,10 +464,12 @@ def print_runs(runs: list[Run]) -> None:
         "CPU ms/1k msg",
         "usr/sys us/msg",
         "faults/msg",
+        "rd/wr calls/msg",
         "node %cpu A/B",
         "RSS KB/viewer",
         "cli %cpu",
         "load",
+        "steal%",
     ]
     rows = [
         [
@@ -472,10 +484,12 @@ def print_runs(runs: list[Run]) -> None:
             bl.fmt(r.cpu_ms_per_1000, 2),
             f"{r.usr_sys[0]:.1f}/{r.usr_sys[1]:.1f}",
             bl.fmt(r.faults, 2),
+            f"{r.syscalls[0]:.2f}/{r.syscalls[1]:.2f}",
             f"{r.cpu_pct[0]:.0f}/{r.cpu_pct[1]:.0f}",
             bl.fmt(r.rss_kb_per_viewer),
             bl.fmt(r.client_cpu_pct, 0),
             bl.fmt(r.load, 2),
+            bl.fmt(r.steal),
         ]
         for r in runs
     ]

@@ -103,6 +103,15 @@ async def settle(pids: Sequence[int], *, below: float = 0.05, limit_s: float = 1
     return time.monotonic() - started
 
 
+def syscalls(pid: int) -> tuple[int, int]:
+    """(read-like, write-like) system calls of a process so far (``/proc/<pid>/io``)."""
+    try:
+        fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    except OSError:
+        return 0, 0
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
 def rss_bytes(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
@@ -129,6 +138,17 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def host_cpu() -> list[int]:
+    """The host's aggregate CPU counters (``/proc/stat``): user .. steal, in ticks."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def steal_pct(before: list[int], after: list[int]) -> float:
+    """Share of CPU time the hypervisor gave to others (noise the VM cannot see)."""
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    return 100 * d[7] / (sum(d) or 1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -584,8 +604,9 @@ async def _not_found(send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Pings get pongs (in order with everything else); audio is discarded."""
+async def _bare_ws(scope: Scope, receive: Receive, send: Send, *, echo: bool) -> None:
+    """Pings get pongs (in order with everything else); audio is sent back (``echo``)
+    or discarded."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
@@ -608,6 +629,18 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
                         "text": json.dumps({"type": "pong", "ts": msg.get("ts")}),
                     }
                 )
+        elif echo:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A bare WebSocket echo server (the ingest benchmark's baseline)."""
+    await _bare_ws(scope, receive, send, echo=True)
+
+
+async def sink_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The echo server without the echo: a floor below any server that reads frames."""
+    await _bare_ws(scope, receive, send, echo=False)
 
 
 class Broadcast:
@@ -687,13 +720,15 @@ def _serve_bare() -> None:
     from mcustt.server import uvicorn_options
 
     parser = argparse.ArgumentParser(description="bare baseline servers for the benchmarks")
-    parser.add_argument("kind", choices=["echo", "broadcast"])
+    parser.add_argument("kind", choices=["echo", "sink", "broadcast"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--prefix", default="bench")
     args = parser.parse_args()
     raise_nofile()
-    app: Any = echo_app if args.kind == "echo" else Broadcast(args.redis_url, args.prefix)
+    app: Any = {"echo": echo_app, "sink": sink_app}.get(args.kind) or Broadcast(
+        args.redis_url, args.prefix
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, **uvicorn_options())
     uvicorn.Server(config).run()
 

@@ -105,7 +105,7 @@ async def admit(
 
 
 async def check_daily_cap(state: AppState, tenant: Tenant) -> None:
-    used = await state.repo.usage_ms(tenant.id)
+    used = await state.usage.total(tenant.id)
     if used >= tenant.daily_minutes_cap * 60_000:
         raise RateLimited(
             f"the tenant's daily audio cap of {tenant.daily_minutes_cap} minutes is reached",

@@ -66,6 +66,16 @@ class RecognizerStream(ABC):
             RecognizerError: the engine failed.
         """
 
+    def feed_nowait(self, pcm: bytes) -> bool:
+        """Append audio if that needs no waiting; ``False`` (nothing taken) when the
+        caller must ``await feed(pcm)`` instead. The pipeline calls this for each frame
+        it handles in the transport's task; the default always defers.
+
+        Raises:
+            RecognizerError: the engine failed.
+        """
+        return False
+
     @abstractmethod
     async def finish(self) -> None:
         """No more audio for this utterance: the engine flushes its last final(s).

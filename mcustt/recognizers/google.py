@@ -460,6 +460,15 @@ class GoogleRecognizerStream(RecognizerStream):
         self._fed += len(pcm)
         self._audio_event.set()
 
+    def feed_nowait(self, pcm: bytes) -> bool:
+        self._raise_if_unusable()
+        if self._finished or len(pcm) % 2 or self._unsent() >= _MAX_UNSENT_BYTES:
+            return False  # feed() raises or waits
+        self._buffer += pcm
+        self._fed += len(pcm)
+        self._audio_event.set()
+        return True
+
     async def finish(self) -> None:
         self._finished = True
         self._audio_event.set()

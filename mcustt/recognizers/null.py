@@ -15,6 +15,9 @@ class NullStream(RecognizerStream):
     async def feed(self, pcm: bytes) -> None:
         return None
 
+    def feed_nowait(self, pcm: bytes) -> bool:
+        return True
+
     async def finish(self) -> None:
         self._done.set()
 

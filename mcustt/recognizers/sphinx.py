@@ -679,6 +679,38 @@ class _SphinxStream(RecognizerStream):
             del self._buf[:BATCH_BYTES]
             await self._ship(batch)
 
+    def feed_nowait(self, pcm: bytes) -> bool:
+        if self._error is not None:
+            raise self._error
+        if self._finishing or self._closed:
+            return False  # feed() raises
+        if len(self._buf) + len(pcm) >= BATCH_BYTES:
+            # A batch would ship: without waiting only to a worker already pinned and
+            # with room in its pipe.
+            worker = self._worker
+            size = len(self._buf) + len(pcm)
+            if (
+                worker is None
+                or not worker.alive
+                or size >= 2 * BATCH_BYTES
+                or (
+                    worker.inflight_bytes
+                    and worker.inflight_bytes + BATCH_BYTES > MAX_INFLIGHT_BYTES
+                )
+            ):
+                return False
+            self._buf += pcm
+            self._fed_bytes += len(pcm)
+            batch = bytes(self._buf[:BATCH_BYTES])
+            del self._buf[:BATCH_BYTES]
+            self._rec._send(worker, ("audio", self._uid, batch))
+            worker.inflight_bytes += len(batch)
+            worker.owe()
+            return True
+        self._buf += pcm
+        self._fed_bytes += len(pcm)
+        return True
+
     async def finish(self) -> None:
         if self._finishing or self._closed:
             return
