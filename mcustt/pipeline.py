@@ -166,26 +166,21 @@ class SessionPipeline:
             return
         evs = self._segmenter.feed(pcm)
         stream = self._stream
-        for i, ev in enumerate(evs):
-            if isinstance(ev, Audio):
-                if stream is None or not ev.pcm:
-                    continue  # (as _feed does)
-                try:
-                    if stream.feed_nowait(ev.pcm):
-                        continue
-                except RecognizerError as exc:
-                    if exc.fatal:
-                        queue.put_nowait(_Failed(exc))
-                        return
-                    self.log.warning(
-                        "utterance dropped after a recognizer error", error=exc.message
-                    )
-                    continue
-            queue.put_nowait(evs[i:])
-            break
         try:
+            for i, ev in enumerate(evs):
+                if isinstance(ev, Audio):
+                    if stream is None or not ev.pcm:
+                        continue  # (as _feed does)
+                    try:
+                        if stream.feed_nowait(ev.pcm):
+                            continue
+                    except RecognizerError as exc:
+                        self._engine_failed(exc)
+                        continue
+                queue.put_nowait(evs[i:])
+                break
             self._count(pcm_ms(pcm))
-        except DailyCapReached as exc:
+        except MCUSTTError as exc:  # a fatal engine error, or the daily cap
             queue.put_nowait(_Failed(exc))
 
     def _count(self, ms: int) -> None:
@@ -275,7 +270,7 @@ class SessionPipeline:
         try:
             await self._stream.feed(pcm)
         except RecognizerError as exc:
-            await self._engine_failed(exc)
+            self._engine_failed(exc)
 
     async def _end_utterance(self) -> None:
         stream, consumer = self._stream, self._consumer
@@ -287,7 +282,7 @@ class SessionPipeline:
             if consumer is not None:
                 await consumer
         except RecognizerError as exc:
-            await self._engine_failed(exc)
+            self._engine_failed(exc)
         finally:
             await stream.aclose()
 
@@ -302,7 +297,7 @@ class SessionPipeline:
             with contextlib.suppress(Exception):
                 await stream.aclose()
 
-    async def _engine_failed(self, exc: RecognizerError) -> None:
+    def _engine_failed(self, exc: RecognizerError) -> None:
         if exc.fatal:
             raise exc
         self.log.warning("utterance dropped after a recognizer error", error=exc.message)

@@ -312,23 +312,7 @@ async def run_once(args: argparse.Namespace, server: str, tmp: Path, database_ur
         spy = []
         if args.py_spy and server == "mcustt":
             for i, pid in enumerate(pids):
-                spy.append(
-                    await asyncio.create_subprocess_exec(
-                        str(Path(bl.PYTHON).parent / "py-spy"),
-                        "record",
-                        "--nonblocking",
-                        "--format",
-                        "raw",
-                        "-d",
-                        str(int(args.seconds)),
-                        "-p",
-                        str(pid),
-                        "-o",
-                        f"{args.py_spy}-{'AB'[i]}.txt",
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.DEVNULL,
-                    )
-                )
+                spy.append(await bl.py_spy(pid, args.seconds, f"{args.py_spy}-{'AB'[i]}.txt"))
         await asyncio.sleep(args.seconds)
         t1 = time.time()
         res.steal = bl.steal_pct(host0, bl.host_cpu())

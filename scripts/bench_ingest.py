@@ -408,21 +408,7 @@ async def run_level(env: Env, server: str, n: int) -> Level:
         ccpu0 = sum(bl.cpu_seconds(c) for c in client_pids)
         spy = None
         if args.py_spy and server == "mcustt":
-            spy = await asyncio.create_subprocess_exec(
-                str(Path(bl.PYTHON).parent / "py-spy"),
-                "record",
-                "--nonblocking",
-                "--format",
-                "raw",
-                "-d",
-                str(int(args.seconds)),
-                "-p",
-                str(pid),
-                "-o",
-                f"{args.py_spy}-{server}-{n}.txt",
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
+            spy = await bl.py_spy(pid, args.seconds, f"{args.py_spy}-{server}-{n}.txt")
         await asyncio.sleep(args.seconds)
         t1 = time.time()
         level.steal = bl.steal_pct(host0, bl.host_cpu())

@@ -91,6 +91,26 @@ def cpu_split(pid: int) -> tuple[float, float, int]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[7])
 
 
+async def py_spy(pid: int, seconds: float, out: str) -> asyncio.subprocess.Process:
+    """Start sampling ``pid`` for ``seconds`` into ``out`` (py-spy raw format: collapsed
+    stacks, for flame graphs or a quick count); await ``.wait()`` on the result."""
+    return await asyncio.create_subprocess_exec(
+        str(Path(PYTHON).parent / "py-spy"),
+        "record",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "-d",
+        str(int(seconds)),
+        "-p",
+        str(pid),
+        "-o",
+        out,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
 async def settle(pids: Sequence[int], *, below: float = 0.05, limit_s: float = 120.0) -> float:
     """Wait until every process uses < ``below`` of a core over a 1 s interval (connection
     set-up work done), at most ``limit_s``; returns the seconds waited."""

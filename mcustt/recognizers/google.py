@@ -456,18 +456,19 @@ class GoogleRecognizerStream(RecognizerStream):
             self._space_event.clear()
             await self._space_event.wait()
             self._raise_if_unusable()
-        self._buffer += pcm
-        self._fed += len(pcm)
-        self._audio_event.set()
+        self._append(pcm)
 
     def feed_nowait(self, pcm: bytes) -> bool:
         self._raise_if_unusable()
         if self._finished or len(pcm) % 2 or self._unsent() >= _MAX_UNSENT_BYTES:
             return False  # feed() raises or waits
+        self._append(pcm)
+        return True
+
+    def _append(self, pcm: bytes) -> None:
         self._buffer += pcm
         self._fed += len(pcm)
         self._audio_event.set()
-        return True
 
     async def finish(self) -> None:
         self._finished = True

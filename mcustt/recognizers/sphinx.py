@@ -604,6 +604,12 @@ class SphinxRecognizer(Recognizer):
                     await self._worker_up.wait()
 
 
+def _has_room(worker: _Worker, nbytes: int) -> bool:
+    """Whether ``nbytes`` more audio stays within the worker's unacknowledged bound (an
+    idle worker always takes one batch, however large)."""
+    return not worker.inflight_bytes or worker.inflight_bytes + nbytes <= MAX_INFLIGHT_BYTES
+
+
 async def _reap(processes: list[BaseProcess], grace_s: float) -> None:
     """Wait for processes to exit without blocking the loop; escalate if they do not."""
     for action in ("terminate", "kill", None):
@@ -684,31 +690,26 @@ class _SphinxStream(RecognizerStream):
             raise self._error
         if self._finishing or self._closed:
             return False  # feed() raises
-        if len(self._buf) + len(pcm) >= BATCH_BYTES:
-            # A batch would ship: without waiting only to a worker already pinned and
-            # with room in its pipe.
-            worker = self._worker
-            size = len(self._buf) + len(pcm)
-            if (
-                worker is None
-                or not worker.alive
-                or size >= 2 * BATCH_BYTES
-                or (
-                    worker.inflight_bytes
-                    and worker.inflight_bytes + BATCH_BYTES > MAX_INFLIGHT_BYTES
-                )
-            ):
-                return False
+        size = len(self._buf) + len(pcm)
+        if size < BATCH_BYTES:
             self._buf += pcm
             self._fed_bytes += len(pcm)
-            batch = bytes(self._buf[:BATCH_BYTES])
-            del self._buf[:BATCH_BYTES]
-            self._rec._send(worker, ("audio", self._uid, batch))
-            worker.inflight_bytes += len(batch)
-            worker.owe()
             return True
+        # A batch would ship: without waiting only to a live worker already pinned, with
+        # room in its pipe for the one batch.
+        worker = self._worker
+        if (
+            worker is None
+            or not worker.alive
+            or size >= 2 * BATCH_BYTES
+            or not _has_room(worker, BATCH_BYTES)
+        ):
+            return False
         self._buf += pcm
         self._fed_bytes += len(pcm)
+        batch = bytes(self._buf[:BATCH_BYTES])
+        del self._buf[:BATCH_BYTES]
+        self._put(worker, batch)
         return True
 
     async def finish(self) -> None:
@@ -777,17 +778,16 @@ class _SphinxStream(RecognizerStream):
 
     async def _ship(self, pcm: bytes) -> None:
         worker = await self._pinned()
-        while (
-            worker.alive
-            and worker.inflight_bytes
-            and (worker.inflight_bytes + len(pcm) > MAX_INFLIGHT_BYTES)
-        ):
+        while worker.alive and not _has_room(worker, len(pcm)):
             worker.space.clear()
             await worker.space.wait()
         if self._error is not None:
             raise self._error
         if self._closed:
             return
+        self._put(worker, pcm)
+
+    def _put(self, worker: _Worker, pcm: bytes) -> None:
         self._rec._send(worker, ("audio", self._uid, pcm))
         worker.inflight_bytes += len(pcm)
         worker.owe()
