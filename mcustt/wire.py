@@ -1,0 +1,498 @@
+"""The vocabulary of the wire, defined once: every JSON shape a client sends or receives.
+
+* **Request bodies** are pydantic models: the server validates with them, and their
+  constraints (``Field(pattern=…)``, ``Literal``) are the OpenAPI request schemas.
+* **Responses and events** are ``TypedDict``\\ s: the server's builders return them (plain
+  dicts, nothing to convert on the hot path), ``mcustt.client`` types its answers with
+  them, and :mod:`mcustt.openapi` turns them into the response schemas with pydantic's
+  ``TypeAdapter(...).json_schema``.
+* **Codes**: :class:`ErrorCode` (the envelope's ``code``, and error frames), and
+  :class:`CloseCode` (WebSocket close codes), and the typed statuses.
+
+Adding a field to a response is a change here plus the builder that fills it (mypy
+checks the builder against the type), and the OpenAPI document and the client follow.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
+
+# -- codes ---------------------------------------------------------------------------------
+
+
+class ErrorCode(enum.StrEnum):
+    """Every ``code`` the server puts in an error envelope or an ``error`` frame."""
+
+    # generic, one per HTTP status (the root error classes' defaults)
+    BAD_REQUEST = "BAD_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    CONFLICT = "CONFLICT"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    UNPROCESSABLE = "UNPROCESSABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+    HTTP_ERROR = "HTTP_ERROR"
+    # credentials
+    ADMIN_DISABLED = "ADMIN_DISABLED"
+    MISSING_ADMIN_TOKEN = "MISSING_ADMIN_TOKEN"
+    INVALID_ADMIN_TOKEN = "INVALID_ADMIN_TOKEN"
+    MISSING_TENANT_KEY = "MISSING_TENANT_KEY"
+    INVALID_TENANT_KEY = "INVALID_TENANT_KEY"
+    TENANT_DISABLED = "TENANT_DISABLED"
+    INVALID_TOKEN = "INVALID_TOKEN"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    TOKEN_BURNED = "TOKEN_BURNED"
+    WRONG_TOKEN_SCOPE = "WRONG_TOKEN_SCOPE"
+    WRONG_CREDENTIAL = "WRONG_CREDENTIAL"
+    INVALID_OWNER_SECRET = "INVALID_OWNER_SECRET"
+    ORIGIN_FORBIDDEN = "ORIGIN_FORBIDDEN"
+    # resources and their state
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    SESSION_ENDED = "SESSION_ENDED"
+    ALREADY_CONNECTED = "ALREADY_CONNECTED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    # caps
+    SESSION_CAP = "SESSION_CAP"
+    INGEST_CAP = "INGEST_CAP"
+    DAILY_CAP_REACHED = "DAILY_CAP_REACHED"
+    # audio frames (WebSocket)
+    INVALID_AUDIO_FORMAT = "INVALID_AUDIO_FORMAT"
+    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    # engines
+    RECOGNIZER_FAILED = "RECOGNIZER_FAILED"
+    SUMMARIZER_FAILED = "SUMMARIZER_FAILED"
+    SUMMARIZER_UNCONFIGURED = "SUMMARIZER_UNCONFIGURED"
+    # configuration (CLI and startup, never a response)
+    CONFIG = "CONFIG"
+    SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
+
+
+#: The code of each HTTP status the router itself answers (404, 405…) and the error
+#: classes default to.
+HTTP_STATUS_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.UNPROCESSABLE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.UNAVAILABLE,
+}
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes (§15) the server sends."""
+
+    NORMAL = 1000  # STOP, idle timeout, session ended
+    UNSUPPORTED_DATA = 1003  # BAD_REQUEST, INVALID_AUDIO_FORMAT, binary on a subscribe socket
+    POLICY_VIOLATION = 1008  # credentials, caps, a slow consumer
+    MESSAGE_TOO_BIG = 1009  # a frame over 1 MB, a control message over 8 KB
+    INTERNAL_ERROR = 1011  # the pipeline or the engine failed
+    SERVICE_RESTART = 1012  # the node is shutting down
+    TRY_AGAIN_LATER = 1013  # rate limited, unavailable
+
+
+#: The close *reasons* the server sends with a normal close.
+class CloseReason(enum.StrEnum):
+    STOP = "STOP"
+    IDLE_TIMEOUT = "IDLE_TIMEOUT"
+    SESSION_ENDED = "SESSION_ENDED"
+    PIPELINE_STOPPED = "PIPELINE_STOPPED"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+
+
+SessionStatus = Literal["live", "ended"]
+SummaryStatus = Literal["none", "pending", "ready", "failed"]
+JobStatus = Literal["queued", "running", "ready", "failed"]
+JobKind = Literal["session_summary", "batch"]
+ReadyStatus = Literal["ready", "unready"]
+Want = Literal["summary", "transcript"]
+
+# -- field types -------------------------------------------------------------------------------
+
+LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
+ORIGIN_PATTERN = r"^(\*|https?://[^/\s]+)$"
+URL_PATTERN = r"^https?://"
+
+#: A BCP-47 language code such as ``en-US``.
+Lang = Annotated[str, Field(pattern=LANG_PATTERN, examples=["en-US"])]
+#: Unix seconds (float).
+Time = Annotated[float, Field(description="Unix time, seconds.")]
+#: A browser origin (``https://example.com``) or ``*``.
+Origin = Annotated[
+    str, Field(pattern=ORIGIN_PATTERN, examples=["https://example.com"], max_length=2000)
+]
+SessionId = Annotated[str, Field(description="The session id (10 letters and digits).")]
+
+# -- request bodies ----------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    """A JSON request body: unknown fields are ignored (forward compatibility)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Brand(Body):
+    brandName: Annotated[str, Field(max_length=200)] | None = None
+    accentColor: Annotated[str, Field(pattern=COLOR_PATTERN, examples=["#0b5"])] | None = None
+    logoUrl: Annotated[str, Field(max_length=2000, pattern=URL_PATTERN)] | None = None
+
+
+class TenantCreate(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    maxSessions: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    dailyMinutesCap: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    brand: Brand | None = None
+    allowedOrigins: list[Origin] | None = None
+
+
+class TenantUpdate(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    maxSessions: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    dailyMinutesCap: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    brand: Brand | None = None
+    allowedOrigins: list[Origin] | None = None
+    disabled: bool | None = None
+
+
+class SessionCreate(Body):
+    title: Annotated[str, Field(max_length=500)] | None = None
+    sourceLang: Lang | None = None
+    autoDetect: bool = True
+
+
+class OwnerSecretBody(Body):
+    """``ownerSecret`` proves ownership when no ``x-tenant-key`` is sent."""
+
+    ownerSecret: str | None = None
+
+
+class SummarizeBody(OwnerSecretBody):
+    fromSeq: Annotated[int, Field(ge=0)] | None = None
+    toSeq: Annotated[int, Field(ge=0)] | None = None
+
+
+class Subtitle(Body):
+    text: Annotated[str, Field(max_length=20_000)]
+    ts: float | None = None
+    speaker: Annotated[str, Field(max_length=64)] | None = None
+
+
+class BatchRequest(Body):
+    """Either ``subtitles``, or ``text`` (one subtitle per line)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # Neither (or only blank text) is 400 "send subtitles[] or text".
+            "anyOf": [
+                {
+                    "required": ["subtitles"],
+                    "properties": {"subtitles": {"type": "array", "minItems": 1}},
+                },
+                {
+                    "required": ["text"],
+                    "properties": {"text": {"type": "string", "pattern": r"\S"}},
+                },
+            ]
+        }
+    )
+
+    subtitles: Annotated[list[Subtitle], Field(max_length=100_000)] | None = None
+    text: Annotated[str, Field(max_length=2_000_000)] | None = None
+    sourceLang: Lang | None = None
+    want: Annotated[list[Want], Field(min_length=1)] = Field(default_factory=lambda: ["summary"])
+
+
+REQUEST_BODIES: tuple[type[Body], ...] = (
+    TenantCreate,
+    TenantUpdate,
+    SessionCreate,
+    OwnerSecretBody,
+    SummarizeBody,
+    BatchRequest,
+)
+
+# -- REST responses ----------------------------------------------------------------------------
+
+
+class ErrorDetail(TypedDict):
+    code: Annotated[str, Field(description="Machine-readable, e.g. `SESSION_NOT_FOUND`.")]
+    message: Annotated[str, Field(description="Human-readable, says what to fix.")]
+
+
+class Error(TypedDict):
+    """The one envelope of every REST error."""
+
+    error: ErrorDetail
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+class Readiness(TypedDict):
+    status: ReadyStatus
+    checks: Annotated[
+        dict[str, str], Field(description="`ok` or `failed: reason`, per dependency.")
+    ]
+
+
+class BrandInfo(TypedDict):
+    brandName: str
+    accentColor: str | None
+    logoUrl: str | None
+
+
+class Tenant(TypedDict):
+    tenantId: Annotated[str, Field(description="`tn_` and 16 letters and digits.")]
+    name: str
+    maxSessions: int
+    dailyMinutesCap: int
+    brand: BrandInfo
+    allowedOrigins: list[str]
+    disabled: bool
+    keyPrefix: Annotated[str, Field(description="The key's first characters, to tell keys apart.")]
+    createdAt: Time
+    updatedAt: Time
+
+
+class TenantWithKey(Tenant):
+    apiKey: Annotated[str, Field(description="The tenant API key. Shown once.")]
+    note: Literal["shown once"]
+
+
+class TenantList(TypedDict):
+    tenants: list[Tenant]
+
+
+class ReadTokens(TypedDict):
+    embedToken: str
+    embedUrl: Annotated[str, Field(description="`/embed/:id#t=…`, for an iframe.")]
+    subscribeToken: str
+    subscribeUrl: Annotated[str, Field(description="`ws(s)://…/ws/subscribe?token=…`.")]
+
+
+class IngestToken(TypedDict):
+    ingestToken: Annotated[str, Field(description="Single-use ingest token (JWT, ~12 h).")]
+    ingestUrl: Annotated[str, Field(description="`ws(s)://…/ws/stt?token=…`.")]
+
+
+class SessionCreated(ReadTokens, IngestToken):
+    sessionId: SessionId
+    ownerSecret: Annotated[
+        str, Field(description="Ends the session and mints ingest tokens. Shown once.")
+    ]
+    brand: BrandInfo
+
+
+class SessionState(TypedDict):
+    sessionId: SessionId
+    status: SessionStatus
+    title: str | None
+    sourceLang: str
+    autoDetect: bool
+    detectedLang: str | None
+    detectedLangName: str | None
+    lineCount: int
+    lastSeq: Annotated[int, Field(description="Seq of the last final line (0: none yet).")]
+    ingestConnected: bool
+    subscribers: int
+    summaryStatus: SummaryStatus
+    audioSeconds: float
+    createdAt: Time
+    endedAt: Time | None
+    endReason: str | None
+    brand: BrandInfo | None
+
+
+class SessionListItem(TypedDict):
+    sessionId: SessionId
+    title: str | None
+    status: SessionStatus
+    createdAt: Time
+    endedAt: Time | None
+    lastSeq: int
+
+
+class SessionList(TypedDict):
+    sessions: list[SessionListItem]
+
+
+class TranscriptLine(TypedDict):
+    seq: int
+    lang: str
+    text: str
+    ts: Annotated[int, Field(description="Wall clock of the final, unix milliseconds.")]
+    startMs: Annotated[int, Field(description="Start in the session's audio, ms.")]
+    endMs: Annotated[int, Field(description="End in the session's audio, ms.")]
+
+
+class Transcript(TypedDict):
+    sessionId: SessionId
+    lineCount: int
+    lines: list[TranscriptLine]
+
+
+class ActionItem(TypedDict):
+    owner: str | None
+    task: str
+
+
+class SummaryContent(TypedDict):
+    tldr: str
+    decisions: list[str]
+    actionItems: list[ActionItem]
+    qa: list[str]
+
+
+class Summary(TypedDict):
+    """A ready summary."""
+
+    status: Literal["ready"]
+    model: str | None
+    lang: str | None
+    content: SummaryContent
+    fromSeq: int | None
+    toSeq: int | None
+    updatedAt: Time
+
+
+class SummaryPending(TypedDict):
+    """A summary not (yet) made: ``error`` says why one failed."""
+
+    status: Literal["pending", "failed"]
+    error: NotRequired[str]
+
+
+class SummarizeAccepted(TypedDict):
+    status: Literal["pending"]
+    jobId: str
+    poll: str
+
+
+class BatchResult(TypedDict):
+    language: str
+    transcript: NotRequired[
+        Annotated[str, Field(description="With `want` including `transcript`.")]
+    ]
+    summary: NotRequired[SummaryContent]
+    model: NotRequired[str]
+
+
+class JobAccepted(TypedDict):
+    jobId: str
+    status: JobStatus
+    poll: str
+
+
+class Job(TypedDict):
+    jobId: str
+    kind: str
+    status: JobStatus
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    createdAt: Time
+    updatedAt: Time
+
+
+#: The response documents, by the name they have in ``/openapi.json``.
+RESPONSES: tuple[type[Any], ...] = (
+    Error,
+    Health,
+    Readiness,
+    BrandInfo,
+    Tenant,
+    TenantWithKey,
+    TenantList,
+    ReadTokens,
+    IngestToken,
+    SessionCreated,
+    SessionState,
+    SessionList,
+    Transcript,
+    SummaryContent,
+    Summary,
+    SummaryPending,
+    SummarizeAccepted,
+    BatchResult,
+    JobAccepted,
+    Job,
+)
+
+# -- WebSocket / SSE frames (§5) ------------------------------------------------------------------
+
+
+class ReadyEvent(TypedDict):
+    """The ingest socket's first frame. The zero-ceremony path (``x-tenant-key``) adds the
+    session it created and its URLs."""
+
+    type: Literal["ready"]
+    sessionId: NotRequired[SessionId]
+    embedUrl: NotRequired[str]
+    embedToken: NotRequired[str]
+    subscribeUrl: NotRequired[str]
+    subscribeToken: NotRequired[str]
+    ownerSecret: NotRequired[str]
+
+
+class TranscriptEvent(TypedDict):
+    type: Literal["transcript"]
+    text: str
+    isFinal: bool
+    seq: int
+    lang: str
+    ts: int
+
+
+class LanguageEvent(TypedDict):
+    type: Literal["language"]
+    code: str
+
+
+class SessionEndEvent(TypedDict):
+    type: Literal["session-end"]
+    reason: NotRequired[str]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    code: str
+    message: str
+    fatal: bool
+
+
+class PongEvent(TypedDict):
+    type: Literal["pong"]
+
+
+#: What a viewer or producer may receive (besides ``ready`` and ``pong``).
+ServerEvent = TranscriptEvent | LanguageEvent | SessionEndEvent | ErrorEvent
+
+
+class StopControl(TypedDict):
+    """Node-to-node control on the session channel (never shown to viewers): the
+    producer's node finalizes and ends the session."""
+
+    type: Literal["_stop"]
+    reason: str
+
+
+#: Anything published on a session's channel.
+ChannelMessage = ServerEvent | StopControl
