@@ -194,6 +194,10 @@ class Subtitle(Body):
     speaker: Annotated[str, Field(max_length=64)] | None = None
 
 
+def _summary_only() -> list[Want]:
+    return ["summary"]
+
+
 class BatchRequest(Body):
     """Either ``subtitles``, or ``text`` (one subtitle per line)."""
 
@@ -216,7 +220,7 @@ class BatchRequest(Body):
     subtitles: Annotated[list[Subtitle], Field(max_length=100_000)] | None = None
     text: Annotated[str, Field(max_length=2_000_000)] | None = None
     sourceLang: Lang | None = None
-    want: Annotated[list[Want], Field(min_length=1)] = Field(default_factory=lambda: ["summary"])
+    want: Annotated[list[Want], Field(min_length=1)] = Field(default_factory=_summary_only)
 
 
 REQUEST_BODIES: tuple[type[Body], ...] = (
