@@ -12,26 +12,14 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from mcustt import subtitles, tenants
-from mcustt.errors import BadRequest, Forbidden, MCUSTTError, Unauthorized
-from mcustt.schemas import (
-    OwnerSecretBody,
-    SessionCreate,
-    TenantCreate,
-    TenantUpdate,
-    parse_body,
-    read_json,
-    validate,
-)
+from mcustt.bodies import parse_body, read_json, validate
+from mcustt.errors import BadRequest, Forbidden, Unauthorized
 from mcustt.sessions import Credentials
-from mcustt.state import AppState
+from mcustt.state import app_state
 from mcustt.store.models import Session, Tenant
+from mcustt.wire import OwnerSecretBody, SessionCreate, TenantCreate, TenantUpdate
 
 log = structlog.get_logger(__name__)
-
-
-def app_state(conn: HTTPConnection) -> AppState:
-    state: AppState = conn.app.state.mcustt
-    return state
 
 
 def bind(**ids: str) -> None:
@@ -324,7 +312,3 @@ async def check_browser_origin(conn: HTTPConnection, session: Session) -> None:
     tenant = await tenants.find(app_state(conn).db, session.tenant_id)
     if tenant is not None:
         tenants.check_origin(tenant, origin, own=app_state(conn).settings.public_url)
-
-
-def error_response(exc: MCUSTTError) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcustt import api, logs
 from mcustt.config import Settings
-from mcustt.errors import MCUSTTError
+from mcustt.errors import MCUSTTError, error_response
 from mcustt.state import AppState
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class RequestContext:
 
 async def mcustt_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MCUSTTError)
-    return api.error_response(exc)
+    return error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -113,13 +113,13 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def routes() -> list[Any]:
-    from mcustt import openapi, summary_api, viewers, webui
+    from mcustt import docs_page, openapi, summary_api, viewers, webui
     from mcustt.ingest import websocket as ingest_ws
     from mcustt.ingest import whip
 
     return [
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
-        Route("/docs", openapi.docs_page, methods=["GET"]),
+        Route("/docs", docs_page.docs_page, methods=["GET"]),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", api.metrics),

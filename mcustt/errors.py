@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 
 class MCUSTTError(Exception):
     status_code: int = 500
@@ -110,3 +112,8 @@ class FrameTooLarge(MCUSTTError):
     status_code = 413
     code = "FRAME_TOO_LARGE"
     close_code = 1009
+
+
+def error_response(exc: MCUSTTError) -> JSONResponse:
+    """The REST answer for an error: its status, the envelope, its headers (Retry-After)."""
+    return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)

@@ -1,28 +1,26 @@
-"""The OpenAPI 3.1 document of the REST API, built in code, and a readable page of it.
+"""The OpenAPI 3.1 document of the REST API (``GET /openapi.json``), built in code.
 
-Request bodies come from the pydantic models the handlers validate with
-(:mod:`mcustt.schemas`), so the document cannot drift from what the server accepts;
-response shapes are written here next to the handlers' JSON (the handlers build plain
-dicts, so there is no model to reuse). ``tests/test_openapi.py`` checks the document
-with openapi-spec-validator and fuzzes the live server against it with schemathesis.
-
-``GET /openapi.json`` serves the document; ``GET /docs`` renders it as plain HTML on
-the server (no JavaScript, no CDN), so it works offline and behind strict CSPs.
-WebSockets are outside OpenAPI; they are listed under ``x-websockets`` and on the page.
+Every schema comes from :mod:`mcustt.wire`: request bodies from the pydantic models the
+handlers validate with, responses and event frames from the TypedDicts the handlers'
+builders return, so the document cannot drift from what the server accepts or sends.
+This module adds what only a document has: operations, parameters, security, errors.
+``tests/test_openapi.py`` checks it with openapi-spec-validator and fuzzes the live
+server against it with schemathesis. :mod:`mcustt.docs_page` renders it as HTML.
+WebSockets are outside OpenAPI; they are listed under ``x-websockets``.
 """
 
 from __future__ import annotations
 
 import copy
-import html
-import json
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
-from mcustt import __version__, schemas
+from mcustt import __version__, wire
+from mcustt.state import app_state
 from mcustt.subtitles import FORMATS
 
 Schema = dict[str, Any]
@@ -36,24 +34,7 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _obj(props: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
-    """An object whose properties are all required unless named in ``optional``."""
-    return {
-        "type": "object",
-        "properties": props,
-        "required": [name for name in props if name not in optional],
-    }
-
-
 STR: Schema = {"type": "string"}
-INT: Schema = {"type": "integer"}
-NUM: Schema = {"type": "number"}
-BOOL: Schema = {"type": "boolean"}
-TIME: Schema = {"type": "number", "description": "unix seconds"}
 
 #: What each error status means across the API (§15).
 ERRORS: dict[int, str] = {
@@ -184,269 +165,26 @@ ADMIN: list[Schema] = [{"adminBearer": []}]
 READ: list[Schema] = [{"readTokenQuery": []}, {"readTokenQueryAlt": []}, {"readTokenBearer": []}]
 OWNER: list[Schema] = [{"ownerSecret": []}]
 
-# -- response schemas ------------------------------------------------------------------------
+# -- schemas (from mcustt.wire) ---------------------------------------------------------------
 
 
-def _response_schemas() -> dict[str, Schema]:
-    brand = _obj(
-        {
-            "brandName": STR,
-            "accentColor": _nullable(STR),
-            "logoUrl": _nullable(STR),
-        }
-    )
-    tenant = _obj(
-        {
-            "tenantId": STR,
-            "name": STR,
-            "maxSessions": INT,
-            "dailyMinutesCap": INT,
-            "brand": _ref("BrandInfo"),
-            "allowedOrigins": {"type": "array", "items": STR},
-            "disabled": BOOL,
-            "keyPrefix": {**STR, "description": "The key's first characters, to tell keys apart."},
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        }
-    )
-    with_key = {
-        "allOf": [
-            _ref("Tenant"),
-            _obj(
-                {
-                    "apiKey": {**STR, "description": "The tenant API key. Shown once."},
-                    "note": {"const": "shown once"},
-                }
-            ),
-        ]
-    }
-    read_tokens = _obj(
-        {
-            "embedToken": STR,
-            "embedUrl": {**STR, "description": "`/embed/:id#t=…`, for an iframe."},
-            "subscribeToken": STR,
-            "subscribeUrl": {**STR, "description": "`ws(s)://…/ws/subscribe?token=…`."},
-        }
-    )
-    ingest = _obj(
-        {
-            "ingestToken": {**STR, "description": "Single-use ingest token (JWT, ~12 h)."},
-            "ingestUrl": {**STR, "description": "`ws(s)://…/ws/stt?token=…`."},
-        }
-    )
-    created = {
-        "allOf": [
-            _ref("IngestToken"),
-            _ref("ReadTokens"),
-            _obj(
-                {
-                    "sessionId": STR,
-                    "ownerSecret": {
-                        **STR,
-                        "description": "Ends the session and mints ingest tokens. Shown once.",
-                    },
-                    "brand": _ref("BrandInfo"),
-                }
-            ),
-        ]
-    }
-    status = {"type": "string", "enum": ["live", "ended"]}
-    state = _obj(
-        {
-            "sessionId": STR,
-            "status": status,
-            "title": _nullable(STR),
-            "sourceLang": STR,
-            "autoDetect": BOOL,
-            "detectedLang": _nullable(STR),
-            "detectedLangName": _nullable(STR),
-            "lineCount": INT,
-            "lastSeq": {**INT, "description": "Seq of the last final line (0: none yet)."},
-            "ingestConnected": BOOL,
-            "subscribers": INT,
-            "summaryStatus": {"type": "string", "enum": ["none", "pending", "ready", "failed"]},
-            "audioSeconds": NUM,
-            "createdAt": TIME,
-            "endedAt": _nullable(TIME),
-            "endReason": _nullable(STR),
-            "brand": _nullable(_ref("BrandInfo")),
-        }
-    )
-    listed = _obj(
-        {
-            "sessions": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "sessionId": STR,
-                        "title": _nullable(STR),
-                        "status": status,
-                        "createdAt": TIME,
-                        "endedAt": _nullable(TIME),
-                        "lastSeq": INT,
-                    }
-                ),
-            }
-        }
-    )
-    line = _obj(
-        {
-            "seq": INT,
-            "lang": STR,
-            "text": STR,
-            "ts": {**INT, "description": "Wall clock of the final, unix milliseconds."},
-            "startMs": {**INT, "description": "Start in the session's audio, ms."},
-            "endMs": {**INT, "description": "End in the session's audio, ms."},
-        }
-    )
-    transcript = _obj(
-        {"sessionId": STR, "lineCount": INT, "lines": {"type": "array", "items": line}}
-    )
-    content = _obj(
-        {
-            "tldr": STR,
-            "decisions": {"type": "array", "items": STR},
-            "actionItems": {
-                "type": "array",
-                "items": _obj({"owner": _nullable(STR), "task": STR}),
-            },
-            "qa": {"type": "array", "items": STR},
-        }
-    )
-    summary = _obj(
-        {
-            "status": {"const": "ready"},
-            "model": _nullable(STR),
-            "lang": _nullable(STR),
-            "content": _ref("SummaryContent"),
-            "fromSeq": _nullable(INT),
-            "toSeq": _nullable(INT),
-            "updatedAt": TIME,
-        }
-    )
-    summary_pending = _obj(
-        {"status": {"type": "string", "enum": ["pending", "failed"]}, "error": STR},
-        optional=("error",),
-    )
-    summarize_accepted = _obj(
-        {"status": {"const": "pending"}, "jobId": STR, "poll": STR},
-    )
-    job_status = {"type": "string", "enum": ["queued", "running", "ready", "failed"]}
-    batch_result = _obj(
-        {
-            "language": STR,
-            "transcript": {**STR, "description": "With `want` including `transcript`."},
-            "summary": _ref("SummaryContent"),
-            "model": STR,
-        },
-        optional=("transcript", "summary", "model"),
-    )
-    job_accepted = _obj({"jobId": STR, "status": job_status, "poll": STR})
-    job = _obj(
-        {
-            "jobId": STR,
-            "kind": STR,
-            "status": job_status,
-            "result": _nullable({"type": "object"}),
-            "error": _nullable(STR),
-            "attempts": INT,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        }
-    )
-    error = _obj(
-        {
-            "error": _obj(
-                {
-                    "code": {**STR, "description": "Machine-readable, e.g. `SESSION_NOT_FOUND`."},
-                    "message": {**STR, "description": "Human-readable, says what to fix."},
-                }
-            )
-        }
-    )
-    return {
-        "Error": error,
-        "BrandInfo": brand,
-        "Tenant": tenant,
-        "TenantWithKey": with_key,
-        "TenantList": _obj({"tenants": {"type": "array", "items": _ref("Tenant")}}),
-        "ReadTokens": read_tokens,
-        "IngestToken": ingest,
-        "SessionCreated": created,
-        "SessionState": state,
-        "SessionList": listed,
-        "Transcript": transcript,
-        "SummaryContent": content,
-        "Summary": summary,
-        "SummaryPending": summary_pending,
-        "SummarizeAccepted": summarize_accepted,
-        "BatchResult": batch_result,
-        "JobAccepted": job_accepted,
-        "Job": job,
-        "Health": _obj({"status": {"const": "ok"}}),
-        "Readiness": _obj(
-            {
-                "status": {"type": "string", "enum": ["ready", "unready"]},
-                "checks": {
-                    "type": "object",
-                    "additionalProperties": STR,
-                    "description": "`ok` or `failed: reason`, per dependency.",
-                },
-            }
-        ),
-    }
+class _Generator(GenerateJsonSchema):
+    """pydantic's generator without per-field titles (``"title": "Sessionid"`` says
+    nothing the property name does not)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
 
 
-# -- request schemas (from the pydantic models) -----------------------------------------------
-
-
-def _branch(schema: Schema) -> Schema:
-    """The non-null branch of an ``X | None`` property (or the property itself)."""
-    for option in schema.get("anyOf", []):
-        if option.get("type") != "null":
-            return option  # type: ignore[no-any-return]
-    return schema
-
-
-def _request_schemas() -> dict[str, Schema]:
+def _components() -> dict[str, Schema]:
+    """Every request body, response document and event frame of :mod:`mcustt.wire`,
+    by name; what they share (``BrandInfo``, ``SummaryContent``…) once."""
     out: dict[str, Schema] = {}
-    models: list[type[BaseModel]] = [
-        schemas.TenantCreate,
-        schemas.TenantUpdate,
-        schemas.SessionCreate,
-        schemas.OwnerSecretBody,
-        schemas.SummarizeBody,
-        schemas.BatchRequest,
-    ]
-    for model in models:
-        schema = model.model_json_schema(ref_template=REF)
+    shapes: list[type[Any]] = [*wire.REQUEST_BODIES, *wire.RESPONSES, *wire.EVENTS]
+    for shape in shapes:
+        schema = TypeAdapter(shape).json_schema(ref_template=REF, schema_generator=_Generator)
         out.update(schema.pop("$defs", {}))
-        out[model.__name__] = schema
-    # The models' field validators are code, not JSON Schema; state the same rules
-    # here so clients (and generated test data) see them.
-    lang = {"pattern": schemas._LANG.pattern, "examples": ["en-US"]}
-    _branch(out["SessionCreate"]["properties"]["sourceLang"]).update(lang)
-    _branch(out["BatchRequest"]["properties"]["sourceLang"]).update(lang)
-    _branch(out["Brand"]["properties"]["accentColor"]).update(
-        {"pattern": schemas._COLOR.pattern, "examples": ["#0b5"]}
-    )
-    _branch(out["Brand"]["properties"]["logoUrl"]).update({"pattern": "^https?://"})
-    origin = {"type": "string", "pattern": r"^(\*|https?://[^/\s]+)$"}
-    for name in ("TenantCreate", "TenantUpdate"):
-        _branch(out[name]["properties"]["allowedOrigins"])["items"] = origin
-    want = out["BatchRequest"]["properties"]["want"]
-    want["items"] = {"type": "string", "enum": ["summary", "transcript"]}
-    want["minItems"] = 1
-    batch = out["BatchRequest"]
-    batch["description"] = "Either `subtitles`, or `text` (one subtitle per line)."
-    # Neither (or only blank text) is 400 "send subtitles[] or text".
-    batch["anyOf"] = [
-        {"required": ["subtitles"], "properties": {"subtitles": {"type": "array", "minItems": 1}}},
-        {"required": ["text"], "properties": {"text": {"type": "string", "pattern": r"\S"}}},
-    ]
-    out["OwnerSecretBody"]["description"] = (
-        "`ownerSecret` proves ownership when no `x-tenant-key` is sent."
-    )
+        out[shape.__name__] = schema
     return out
 
 
@@ -511,7 +249,7 @@ def _paths() -> dict[str, Schema]:
     tenant_or_read = TENANT + READ
     tenant_or_owner = TENANT + OWNER
     owner_body = _body(
-        schemas.OwnerSecretBody,
+        wire.OwnerSecretBody,
         required=False,
         description='`{"ownerSecret": "…"}` when not using the tenant key.',
     )
@@ -580,7 +318,7 @@ def _paths() -> dict[str, Schema]:
                 "Create a tenant; its API key is returned once",
                 tag="Admin",
                 security=ADMIN,
-                body=_body(schemas.TenantCreate, required=True),
+                body=_body(wire.TenantCreate, required=True),
                 ok={201: _json(_ref("TenantWithKey"), "Created.")},
                 errors=(400, 401, 403),
                 links=tenant_id_links,
@@ -609,7 +347,7 @@ def _paths() -> dict[str, Schema]:
                 "Update name, caps, brand, allowed origins or disabled",
                 tag="Admin",
                 security=ADMIN,
-                body=_body(schemas.TenantUpdate, required=True),
+                body=_body(wire.TenantUpdate, required=True),
                 ok={200: _json(_ref("Tenant"), "The updated tenant.")},
                 errors=(400, 401, 403, 404),
             ),
@@ -642,7 +380,7 @@ def _paths() -> dict[str, Schema]:
                 "Create a session: ids, tokens, URLs, owner secret, brand",
                 tag=sessions,
                 security=TENANT,
-                body=_body(schemas.SessionCreate, required=False),
+                body=_body(wire.SessionCreate, required=False),
                 ok={201: _json(_ref("SessionCreated"), "Created. `ownerSecret` is shown once.")},
                 errors=(400, 401, 429),
                 links=_session_links(),
@@ -778,7 +516,7 @@ def _paths() -> dict[str, Schema]:
                 "Force (re)generation of the summary, optionally of a seq window",
                 tag="Summaries",
                 security=tenant_or_owner,
-                body=_body(schemas.SummarizeBody, required=False),
+                body=_body(wire.SummarizeBody, required=False),
                 ok={202: _json(_ref("SummarizeAccepted"), "Queued; poll the summary.")},
                 errors=(400, 401, 404, 429, 503),
             ),
@@ -804,7 +542,7 @@ def _paths() -> dict[str, Schema]:
                         },
                     }
                 ],
-                body=_body(schemas.BatchRequest, required=True),
+                body=_body(wire.BatchRequest, required=True),
                 description="Inputs up to 12,000 characters are answered inline (200); "
                 "larger ones become a job (202) to poll at `/api/jobs/:id`.",
                 ok={
@@ -840,7 +578,7 @@ def _paths() -> dict[str, Schema]:
                         "schema": schema,
                     }
                     for name, schema in (
-                        ("sourceLang", {"type": "string", "pattern": schemas._LANG.pattern}),
+                        ("sourceLang", {"type": "string", "pattern": wire.LANG_PATTERN}),
                         ("autoDetect", {"type": "boolean"}),
                         ("title", {"type": "string", "maxLength": 500}),
                     )
@@ -992,7 +730,7 @@ def build(public_url: str | None = None) -> dict[str, Any]:
         ],
         "paths": _paths(),
         "components": {
-            "schemas": {**_request_schemas(), **_response_schemas()},
+            "schemas": _components(),
             "securitySchemes": copy.deepcopy(SECURITY_SCHEMES),
         },
         "x-websockets": copy.deepcopy(WEBSOCKETS),
@@ -1005,173 +743,9 @@ def build(public_url: str | None = None) -> dict[str, Any]:
 # -- HTTP ----------------------------------------------------------------------------------------
 
 
-def _public_url(request: Request) -> str:
-    from mcustt.api import app_state
-
-    return app_state(request).settings.public_url
-
-
 async def openapi_json(request: Request) -> Response:
-    return JSONResponse(build(_public_url(request)))
+    return JSONResponse(build(app_state(request).settings.public_url))
 
 
-async def docs_page(request: Request) -> Response:
-    return HTMLResponse(render_html(build(_public_url(request))))
-
-
-# -- the HTML page ---------------------------------------------------------------------------------
-
+#: The HTTP methods an OpenAPI path item may hold, in the order pages list them.
 METHODS = ("get", "post", "put", "patch", "delete")
-
-CSS = """
-body{font:15px/1.5 system-ui,sans-serif;max-width:1000px;margin:2rem auto;padding:0 1rem;
-color:#1b1f24}
-h1{margin-bottom:0}h2{margin-top:2.5rem;border-bottom:1px solid #ddd}
-code,pre{font:13px ui-monospace,monospace;background:#f4f5f7;border-radius:4px}
-code{padding:0 .25rem}pre{padding:.6rem;overflow:auto;max-height:24rem}
-section.op{border:1px solid #ddd;border-radius:8px;padding:.4rem 1rem;margin:1rem 0}
-.m{display:inline-block;min-width:4.5rem;font-weight:700;text-transform:uppercase}
-.get{color:#0a6}.post{color:#06c}.patch{color:#a60}.delete{color:#c22}
-table{border-collapse:collapse;margin:.5rem 0}td,th{text-align:left;padding:.15rem .6rem;
-border-bottom:1px solid #eee;vertical-align:top}
-details summary{cursor:pointer}
-"""
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _md(text: str) -> str:
-    """Escape, then render the only markdown the document uses: `code`."""
-    parts = _e(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _schema_name(schema: Schema) -> str:
-    """A link to a named schema, or the inline schema's type."""
-    ref = schema.get("$ref")
-    if not ref:
-        return f"<code>{_e(schema.get('type', 'object'))}</code>"
-    name = _e(ref.rsplit("/", 1)[-1])
-    return f'<a href="#schema-{name}">{name}</a>'
-
-
-BEARER_LABELS = {
-    "adminBearer": "admin bearer",
-    "readTokenBearer": "read token as bearer",
-    "ingestTokenBearer": "ingest token as bearer",
-}
-
-
-def _security_text(security: list[Schema], schemes: dict[str, Schema]) -> str:
-    if not security:
-        return "none"
-    names = []
-    for requirement in security:
-        for name in requirement:
-            scheme = schemes[name]
-            if scheme["type"] == "apiKey":
-                where = {"header": "header", "query": "query"}[scheme["in"]]
-                names.append(f"<code>{_e(scheme['name'])}</code> {where}")
-            else:
-                names.append(BEARER_LABELS.get(name, "bearer"))
-    return " or ".join(names)
-
-
-def _operation_html(path: str, method: str, op: Schema, doc: dict[str, Any]) -> str:
-    schemes = doc["components"]["securitySchemes"]
-    rows = [
-        f'<section class="op" id="{_e(op["operationId"])}">',
-        f'<h3><span class="m {method}">{method}</span> <code>{_e(path)}</code></h3>',
-        f"<p>{_md(op['summary'])}</p>",
-    ]
-    if op.get("description"):
-        rows.append(f"<p>{_md(op['description'])}</p>")
-    rows.append(f"<p><b>Auth:</b> {_security_text(op['security'], schemes)}</p>")
-    params = doc["paths"][path].get("parameters", []) + op.get("parameters", [])
-    if params:
-        rows.append("<table><tr><th>parameter</th><th>in</th><th>schema</th></tr>")
-        for p in params:
-            rows.append(
-                f"<tr><td><code>{_e(p['name'])}</code></td><td>{_e(p['in'])}</td>"
-                f"<td><code>{_e(json.dumps(p['schema']))}</code></td></tr>"
-            )
-        rows.append("</table>")
-    body = op.get("requestBody")
-    if body:
-        need = "required" if body.get("required") else "optional"
-        for media, spec in body["content"].items():
-            rows.append(
-                f"<p><b>Body</b> ({need}, <code>{_e(media)}</code>): "
-                f"{_schema_name(spec['schema'])}</p>"
-            )
-    rows.append("<table><tr><th>status</th><th>meaning</th><th>content</th></tr>")
-    for status, resp in op["responses"].items():
-        content = ", ".join(
-            f"<code>{_e(media)}</code> {_schema_name(spec['schema'])}"
-            for media, spec in resp.get("content", {}).items()
-        )
-        rows.append(
-            f"<tr><td>{_e(status)}</td><td>{_md(resp['description'])}</td><td>{content}</td></tr>"
-        )
-    rows.append("</table></section>")
-    return "\n".join(rows)
-
-
-def render_html(doc: dict[str, Any]) -> str:
-    """The whole document as one self-contained page."""
-    info = doc["info"]
-    out = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        '<meta name=viewport content="width=device-width,initial-scale=1">',
-        f"<title>{_e(info['title'])} API</title><style>{CSS}</style></head><body>",
-        f"<h1>{_e(info['title'])} API <small>{_e(info['version'])}</small></h1>",
-        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1)</p>',
-    ]
-    out += [f"<p>{_md(p)}</p>" for p in info["description"].split("\n\n")]
-    out.append("<h2>Contents</h2><ul>")
-    ops_by_tag: dict[str, list[tuple[str, str, Schema]]] = {t["name"]: [] for t in doc["tags"]}
-    for path, item in doc["paths"].items():
-        for method in METHODS:
-            if method in item:
-                ops_by_tag[item[method]["tags"][0]].append((path, method, item[method]))
-    for tag in doc["tags"]:
-        out.append(f'<li><a href="#tag-{_e(tag["name"])}">{_e(tag["name"])}</a><ul>')
-        for path, method, op in ops_by_tag[tag["name"]]:
-            out.append(
-                f'<li><a href="#{_e(op["operationId"])}">{method.upper()} {_e(path)}</a></li>'
-            )
-        out.append("</ul></li>")
-    out.append('<li><a href="#websockets">WebSockets</a></li>')
-    out.append('<li><a href="#schemas">Schemas</a></li></ul>')
-    out.append("<h2>Authentication</h2><table><tr><th>scheme</th><th>how</th></tr>")
-    for name, scheme in doc["components"]["securitySchemes"].items():
-        how = (
-            f"<code>{_e(scheme['name'])}</code> in {scheme['in']}"
-            if scheme["type"] == "apiKey"
-            else "<code>Authorization: Bearer …</code>"
-        )
-        out.append(f"<tr><td>{_e(name)}</td><td>{how}<br>{_md(scheme['description'])}</td></tr>")
-    out.append("</table>")
-    for tag in doc["tags"]:
-        out.append(f'<h2 id="tag-{_e(tag["name"])}">{_e(tag["name"])}</h2>')
-        out.append(f"<p>{_md(tag['description'])}</p>")
-        out += [_operation_html(path, m, op, doc) for path, m, op in ops_by_tag[tag["name"]]]
-    out.append('<h2 id="websockets">WebSockets</h2>')
-    for ws in doc.get("x-websockets", []):
-        out.append(
-            f'<section class="op"><h3><span class="m">ws</span> <code>{_e(ws["path"])}'
-            f"</code></h3><p>{_md(ws['summary'])}</p><table>"
-        )
-        for key in ("auth", "send", "receive", "close"):
-            out.append(f"<tr><th>{key}</th><td>{_md(ws[key])}</td></tr>")
-        out.append("</table></section>")
-    out.append('<h2 id="schemas">Schemas</h2>')
-    for name, schema in doc["components"]["schemas"].items():
-        out.append(
-            f'<details id="schema-{_e(name)}"><summary><code>{_e(name)}</code></summary>'
-            f"<pre>{_e(json.dumps(schema, indent=2))}</pre></details>"
-        )
-    out.append("</body></html>")
-    return "\n".join(out)

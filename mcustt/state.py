@@ -69,5 +69,11 @@ class AppState:
         return task
 
 
+def app_state(conn: HTTPConnection) -> AppState:
+    """The app's state, from any request or WebSocket of the app."""
+    state: AppState = conn.app.state.mcustt
+    return state
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(48)

@@ -26,12 +26,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
-from mcustt.api import app_state, error_response, read_token
-from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized
+from mcustt.api import read_token
+from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized, error_response
 from mcustt.events import Event
 from mcustt.fanout import PING, Viewer, relay
 from mcustt.server import detach
-from mcustt.state import AppState
+from mcustt.state import AppState, app_state
 from mcustt.store.models import Session
 from mcustt.wsutil import reject
 

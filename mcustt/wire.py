@@ -126,7 +126,10 @@ Want = Literal["summary", "transcript"]
 
 LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
-ORIGIN_PATTERN = r"^(\*|https?://[^/\s]+)$"
+#: ``*``, or scheme://host[:port] with a DNS name, an IPv4 or a bracketed IPv6 address.
+ORIGIN_PATTERN = (
+    r"^(\*|https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?)$"
+)
 URL_PATTERN = r"^https?://"
 
 #: A BCP-47 language code such as ``en-US``.
@@ -500,3 +503,13 @@ class StopControl(TypedDict):
 
 #: Anything published on a session's channel.
 ChannelMessage = ServerEvent | StopControl
+
+#: The frames of the WebSockets and the SSE feed, by the name they have in ``/openapi.json``.
+EVENTS: tuple[type[Any], ...] = (
+    ReadyEvent,
+    TranscriptEvent,
+    LanguageEvent,
+    SessionEndEvent,
+    ErrorEvent,
+    PongEvent,
+)

@@ -7,13 +7,11 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from mcustt.errors import MCUSTTError
+from mcustt.errors import MCUSTTError, error_response
 
 
 async def reject(ws: WebSocket, exc: MCUSTTError) -> None:
     """Refuse an upgrade with the contract's HTTP status and error envelope."""
-    from mcustt.api import error_response
-
     await ws.send_denial_response(error_response(exc))
 
 

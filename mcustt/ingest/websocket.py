@@ -18,14 +18,14 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
-from mcustt.api import app_state
+from mcustt.bodies import validate
 from mcustt.errors import BadRequest, FrameTooLarge, MCUSTTError, RateLimited, Unauthorized
 from mcustt.ingest.audio import MAX_CONTROL_BYTES, check_frame
 from mcustt.pipeline import DailyCapReached, SessionPipeline
-from mcustt.schemas import SessionCreate, validate
-from mcustt.state import AppState
+from mcustt.state import AppState, app_state
 from mcustt.store.models import Session, Tenant
 from mcustt.tokens import random_id
+from mcustt.wire import SessionCreate
 from mcustt.wsutil import close, reject
 
 log = structlog.get_logger(__name__)

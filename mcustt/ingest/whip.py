@@ -75,12 +75,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcustt import tenants
-from mcustt.api import app_state
 from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized, Unavailable
 from mcustt.ingest.audio import PcmResampler
 from mcustt.ingest.websocket import Admission, admit
 from mcustt.pipeline import DailyCapReached, SessionPipeline
-from mcustt.state import AppState
+from mcustt.state import AppState, app_state
 from mcustt.store.models import Tenant
 
 log = structlog.get_logger(__name__)
