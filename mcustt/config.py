@@ -1,16 +1,19 @@
 """Settings, read once from the environment into one immutable object.
 
-Every setting is listed (with its default) in the README's configuration table;
-``scripts/check_config_docs.py``-style drift is caught by ``tests/test_config.py``.
+Every setting is listed (with its default) in the README's configuration table, in the
+order of :class:`Settings`; ``tests/test_config.py`` fails when the two drift apart.
+Credentials never show in ``repr(settings)`` (logs, tracebacks): see :data:`SECRETS`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mcustt.errors import MCUSTTError
 
@@ -32,7 +35,7 @@ def _list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     # Storage and scale-out
     database_url: str = "sqlite:///./var/mcustt.db"
@@ -135,6 +138,27 @@ class Settings:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("MCUSTT_PUBLIC_URL must start with http:// or https://")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                # uvicorn's proxy middleware would take it as a literal host name and
+                # silently never match: refuse it instead.
+                raise ConfigError(
+                    f"MCUSTT_TRUSTED_PROXIES: {proxy!r} is not an address or CIDR network"
+                ) from None
+
+    @property
+    def trusted_proxy_networks(self) -> list[str]:
+        """The trusted proxies in the form uvicorn's middleware takes (``10.0.0.0/8``:
+        host bits cleared, which it would otherwise refuse)."""
+        return [str(ipaddress.ip_network(p, strict=False)) for p in self.trusted_proxies]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={_shown(f.name, getattr(self, f.name))!r}" for f in fields(self)
+        )
+        return f"{type(self).__name__}({shown})"
 
     @property
     def public_ws_url(self) -> str:
@@ -155,6 +179,44 @@ ENV_NAMES = {
     "openai_base_url": "OPENAI_BASE_URL",
 }
 
+#: Settings that are credentials: ``repr`` shows whether they are set, never the value.
+SECRETS = frozenset({"admin_token", "jwt_secret", "openai_api_key"})
+#: Settings that are URLs and may carry a password: ``repr`` masks the password.
+URLS = frozenset({"database_url", "redis_url", "openai_base_url"})
+MASK = "***"
 
-def env_name(field_name: str) -> str:
-    return ENV_NAMES.get(field_name, "MCUSTT_" + field_name.upper())
+
+def _shown(name: str, value: Any) -> Any:
+    if value is None or value == "":
+        return value
+    if name in SECRETS:
+        return MASK
+    if name in URLS:
+        return mask_url(value)
+    if name == "ice_servers":
+        # TURN servers come with a password ("credential") of their own.
+        return [
+            {k: MASK if k == "credential" else v for k, v in server.items()}
+            if isinstance(server, dict)
+            else server
+            for server in value
+        ]
+    return value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (``user:password@``, ``?password=``) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK  # unparsable: it might be anything
+    changed: dict[str, str] = {}
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        changed["netloc"] = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostinfo}"
+    if "password" in parts.query.lower():  # libpq takes ?password= too
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(k, MASK if k.lower() == "password" else v) for k, v in pairs]
+        changed["query"] = urlencode(masked, safe="*")
+    # Rebuilt only when masked: urlunsplit would turn sqlite:///x into sqlite:/x.
+    return urlunsplit(parts._replace(**changed)) if changed else url

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import defaultdict
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Generator,
-)
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import structlog
+import uvicorn
 
 from mcustt.brokers import Broker, load_broker
 from mcustt.config import Settings
 from mcustt.events import Event, dumps, line_event, session_end
 from mcustt.store.repo import Repo
+from mcustt.wire import ChannelMessage
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +43,9 @@ RESYNC = object()
 #: Put in SSE viewers' mailboxes every ``sse_ping_s``: the transport sends a comment.
 PING = object()
 REPLAY_BATCH = 500
+#: How often the hub looks whether uvicorn started shutting down (uvicorn's own tick).
+EXIT_POLL_S = 0.1
+SERVER_SHUTDOWN = "SERVER_SHUTDOWN: the server is restarting; reconnect"
 
 
 class Mailbox:
@@ -62,19 +61,23 @@ class Mailbox:
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def qsize(self) -> int:
-        return len(self._items)
-
     def empty(self) -> bool:
         return not self._items
 
-    def full(self) -> bool:
-        return 0 < self._maxsize <= len(self._items)
+    def offer(self, item: Event | object) -> bool:
+        """Queue ``item``, or return False when the mailbox is full."""
+        items = self._items
+        if 0 < self._maxsize <= len(items):
+            return False
+        items.append(item)
+        if self._waiter is not None:
+            self.wake()
+        return True
 
-    def put_nowait(self, item: Event | object) -> None:
-        if 0 < self._maxsize <= len(self._items):
-            raise asyncio.QueueFull
-        self._items.append(item)
+    def push_front(self, items: Iterable[Event | object]) -> None:
+        """Put ``items`` back ahead of everything queued (the bound does not apply: they
+        were in the mailbox already, or are a send already under way)."""
+        self._items[:0] = items
         self.wake()
 
     def get_nowait(self) -> Event | object:
@@ -84,22 +87,17 @@ class Mailbox:
 
     async def get(self) -> Event | object:
         while not self._items:
-            await self.wait()
+            await self.waiter()
         return self._items.pop(0)
 
     def drain(self) -> list[Event | object]:
+        """Everything queued, oldest first; the mailbox is empty afterwards."""
         items, self._items = self._items, []
         return items
 
-    async def wait(self) -> None:
-        """Until an item is queued or :meth:`wake` is called (one reader at a time)."""
-        if not self._items:
-            await self.waiter()
-
     def waiter(self) -> asyncio.Future[None]:
         """A future that is done once an item is queued or :meth:`wake` is called; for
-        the one reader, to await while the mailbox is empty (cheaper than :meth:`wait`
-        on the hot path: no coroutine)."""
+        the one reader, to await while the mailbox is empty."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         waiter = self._waiter = self._loop.create_future()
@@ -205,17 +203,11 @@ class Viewer:
                     return
                 # It has to wait for the socket: the relay takes it over, in first place.
                 self.direct = None
-                self.queue._items.insert(0, _Pending(coro, yielded))
-                self.queue.wake()
+                self.queue.push_front((_Pending(coro, yielded),))
                 return
         self.direct = None  # something is queued now: later items must queue behind it
-        queue = self.queue
-        if 0 < queue._maxsize <= len(queue._items):
+        if not self.queue.offer(item):
             self.kick("SLOW_CONSUMER: the viewer fell behind; reconnect with lastSeq")
-            return
-        queue._items.append(item)
-        if queue._waiter is not None:
-            queue.wake()
 
     def kick(self, reason: str) -> None:
         if self.kicked:
@@ -241,13 +233,15 @@ class Hub:
         self._viewers: dict[str, set[Viewer]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
-        self.delivered = 0
 
     async def start(self) -> None:
         await self.broker.start()
         if self.settings.sse_ping_s > 0:
             self._tasks.append(asyncio.create_task(self._ping_loop(), name="hub-sse-ping"))
-        self._tasks.append(asyncio.create_task(self._exit_watch(), name="hub-exit-watch"))
+        server = _serving_uvicorn()
+        if server is not None:
+            watch = self._exit_watch(server)
+            self._tasks.append(asyncio.create_task(watch, name="hub-exit-watch"))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -255,7 +249,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self.kick_all("SERVER_SHUTDOWN: the server is restarting; reconnect")
+        self.kick_all(SERVER_SHUTDOWN)
         await self.broker.aclose()
 
     def kick_all(self, reason: str, *, only_pinged: bool = False) -> None:
@@ -264,7 +258,7 @@ class Hub:
                 if viewer.pings or not only_pinged:
                     viewer.kick(reason)
 
-    async def publish(self, session_id: str, data: dict[str, Any]) -> None:
+    async def publish(self, session_id: str, data: ChannelMessage) -> None:
         """Serialize once and send to every node watching the session."""
         await self.broker.publish(session_id, dumps(data))
 
@@ -312,7 +306,6 @@ class Hub:
             return
         for viewer in list(viewers):
             viewer.offer(event)
-        self.delivered += len(viewers)
 
     def _resync(self) -> None:
         for viewers in self._viewers.values():
@@ -328,22 +321,32 @@ class Hub:
                     if viewer.pings:
                         viewer.offer(PING)
 
-    async def _exit_watch(self) -> None:
+    async def _exit_watch(self, server: uvicorn.Server) -> None:
         """End SSE streams as soon as the server starts shutting down.
 
         uvicorn waits for open HTTP responses before the lifespan shutdown (where
         :meth:`aclose` kicks everyone), and an event stream never finishes by itself.
         WebSocket viewers need nothing: uvicorn closes those sockets (1012) itself.
-        sse-starlette's shutdown detection (SIGTERM hook, uvicorn's ``should_exit``)
-        is reused, waited on by this one task.
         """
-        from sse_starlette.sse import EventSourceResponse
+        # uvicorn offers a flag, not an event to wait on: it polls it itself.
+        while not server.should_exit:  # noqa: ASYNC110
+            await asyncio.sleep(EXIT_POLL_S)
+        self.kick_all(SERVER_SHUTDOWN, only_pinged=True)
 
-        listen = getattr(EventSourceResponse, "_listen_for_exit_signal", None)
-        if listen is None:  # pragma: no cover - other sse-starlette: uvicorn's timeout ends them
-            return
-        await listen()
-        self.kick_all("SERVER_SHUTDOWN: the server is restarting; reconnect", only_pinged=True)
+
+def _serving_uvicorn() -> uvicorn.Server | None:
+    """The uvicorn server running this app, if there is one (None: the app runs
+    elsewhere, e.g. under a test client, and uvicorn's timeout ends the streams).
+
+    uvicorn hands the app no reference to its server, but while ``Server.serve()`` runs
+    (the lifespan start-up, where the hub starts, included) the process's SIGTERM
+    handler is that server's ``handle_exit``, whichever way the server was started
+    (``mcustt serve``, a test's ``run_server``). Looked up once: servers started later
+    in the same process install their own handler, which must not be mistaken for ours.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return server if isinstance(server, uvicorn.Server) else None
 
 
 class Follow:
@@ -432,7 +435,7 @@ class Follow:
         for i, item in enumerate(items):
             if item is RESYNC:
                 self.resync = True
-                mailbox._items[:0] = items[i + 1 :]  # the rest waits for the replay
+                mailbox.push_front(items[i + 1 :])  # the rest waits for the replay
                 break
             if item is PING or item.__class__ is _Pending:
                 out.append(item)
@@ -489,7 +492,7 @@ async def relay(
             if follow.resync:
                 batch = await follow.replay_missed()
                 continue
-            if not queue._items:
+            if queue.empty():
                 if viewer.kicked or viewer.closed:
                     return
                 viewer.direct = direct  # idle: the hub may send for us meanwhile
@@ -510,45 +513,3 @@ async def relay(
         for item in viewer.queue.drain():
             if item.__class__ is _Pending:
                 item.coro.close()
-
-
-async def follow_batches(
-    repo: Repo,
-    viewer: Viewer,
-    *,
-    last_seq: int | None,
-    session_ended: Callable[[], Awaitable[bool]],
-) -> AsyncGenerator[list[Event | object], None]:
-    """:class:`Follow` as an async generator of batches. Ends after ``session-end``, or
-    once the viewer is kicked or closed."""
-    f = Follow(repo, viewer, last_seq=last_seq, session_ended=session_ended)
-    batch = await f.start(last_seq)
-    while True:
-        if batch:
-            yield batch
-        if f.done:
-            return
-        if f.resync:
-            batch = await f.replay_missed()
-            continue
-        if not viewer.queue._items:
-            if viewer.kicked or viewer.closed:
-                return
-            await viewer.queue.wait()
-        if viewer.kicked or viewer.closed:
-            return
-        batch = f.take()
-
-
-async def follow(
-    repo: Repo,
-    viewer: Viewer,
-    *,
-    last_seq: int | None,
-    session_ended: Callable[[], Awaitable[bool]],
-) -> AsyncIterator[Event]:
-    """:class:`Follow`, one event at a time (pings left out)."""
-    async for batch in follow_batches(repo, viewer, last_seq=last_seq, session_ended=session_ended):
-        for item in batch:
-            if isinstance(item, Event):
-                yield item

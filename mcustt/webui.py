@@ -1,4 +1,5 @@
-"""The embeddable caption page (§8): static files from ``web/embed/``.
+"""The embeddable caption page (§8): static files from ``web/embed/``
+(found by :mod:`mcustt.resources`, in a checkout or an installed wheel).
 
 The page is the same for every session; it reads its token from the URL fragment
 (never sent to the server) and talks to the SSE feed. The tenant's allowed origins
@@ -7,16 +8,13 @@ become a ``frame-ancestors`` policy so only their pages can frame it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from mcustt import tenants
-from mcustt.api import app_state
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "embed"
+from mcustt.resources import WEB_DIR
+from mcustt.state import app_state
 
 
 def assets() -> StaticFiles:

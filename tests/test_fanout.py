@@ -270,3 +270,22 @@ async def test_ended_session_viewer_gets_replay_and_end(srv: Running) -> None:
         "session-end",
     ]
     assert events[0].data["status"] == "ended"
+
+
+async def test_sse_stream_ends_when_the_server_shuts_down(sqlite_url: str) -> None:
+    """uvicorn waits for open responses before the lifespan shutdown: the hub ends SSE
+    streams (with a reason) as soon as the server starts shutting down, not 15 s later."""
+    async with run_server(make_settings(sqlite_url)) as srv:
+        t = await new_tenant(srv)
+        s = await new_session(srv, t["apiKey"])
+        url = f"/api/sessions/{s['sessionId']}/stream?t={s['embedToken']}"
+        async with srv.client() as c, c.stream("GET", url) as r:
+            events = read_sse(r)
+            assert (await anext(events)).event == "ready"
+            srv.server.should_exit = True  # what uvicorn's SIGTERM handler does
+            started = time.monotonic()
+            rest = [e async for e in events]
+            assert time.monotonic() - started < 3
+        assert [e.event for e in rest] == ["error"]
+        assert rest[0].data["code"] == "SERVER_SHUTDOWN" and rest[0].data["fatal"] is True
+        await asyncio.wait_for(srv.task, 10)  # and the server is not kept waiting

@@ -14,10 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mcustt.config import ConfigError
+from mcustt.resources import ALEMBIC_DIR
 
 log = structlog.get_logger(__name__)
-
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent.parent / "alembic"
 
 
 def sync_url(url: str) -> str:
