@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mcustt import __version__
+from mcustt import __version__, wire
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError
 
@@ -120,9 +120,9 @@ def tenants() -> None:
     """Provision and manage tenants (an alternative to the admin API)."""
 
 
-def _print_key(tenant_json: dict[str, Any], key: str, as_json: bool) -> None:
+def _print_key(tenant_json: wire.Tenant, key: str, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(tenant_json | {"apiKey": key, "note": "shown once"}))
+        click.echo(json.dumps({**tenant_json, "apiKey": key, "note": "shown once"}))
         return
     console.print(f"tenant [bold]{tenant_json['name']}[/] id [bold]{tenant_json['tenantId']}[/]")
     console.print("API key (shown once, store it now):")
@@ -151,7 +151,8 @@ def tenants_create(
 ) -> None:
     """Create a tenant and print its API key once."""
     from mcustt import tenants as svc
-    from mcustt.schemas import TenantCreate, validate
+    from mcustt.bodies import validate
+    from mcustt.wire import TenantCreate
 
     brand = {"brandName": brand_name, "accentColor": accent_color, "logoUrl": logo_url}
     data: dict[str, Any] = {
@@ -212,7 +213,7 @@ def tenants_rotate(tenant_id: str, as_json: bool) -> None:
 def tenants_disable(tenant_id: str) -> None:
     """Disable a tenant: its key and tokens stop working."""
     from mcustt import tenants as svc
-    from mcustt.schemas import TenantUpdate
+    from mcustt.wire import TenantUpdate
 
     tenant = _with_db(lambda db: svc.update(db, tenant_id, TenantUpdate(disabled=True)))
     click.echo(f"tenant {tenant.id} disabled")
@@ -223,15 +224,15 @@ def tenants_disable(tenant_id: str) -> None:
 def tenants_enable(tenant_id: str) -> None:
     """Re-enable a disabled tenant."""
     from mcustt import tenants as svc
-    from mcustt.schemas import TenantUpdate
+    from mcustt.wire import TenantUpdate
 
     tenant = _with_db(lambda db: svc.update(db, tenant_id, TenantUpdate(disabled=False)))
     click.echo(f"tenant {tenant.id} enabled")
 
 
 # Client commands (stream, tail, sessions, transcript, summary, demo) talk to a running
-# server through mcustt.client; they live in their own module.
-from mcustt.cli_client import COMMANDS as _CLIENT_COMMANDS  # noqa: E402
+# server through mcustt.client; they live in its cli module.
+from mcustt.client.cli import COMMANDS as _CLIENT_COMMANDS  # noqa: E402
 
 for _command in _CLIENT_COMMANDS:
     main.add_command(_command)

@@ -23,6 +23,7 @@ from mcustt.client import (
     NotFound,
     Producer,
     RateLimited,
+    StreamClosed,
     Unauthorized,
     Viewer,
     audio_duration,
@@ -118,7 +119,7 @@ async def test_admin_and_session_rest_with_typed_errors(sqlite_url: str) -> None
                 want=["summary", "transcript"],
             )
             assert "jobId" not in inline
-            assert "A: We decided" in inline["transcript"]  # type: ignore[typeddict-item]
+            assert "A: We decided" in inline["transcript"]
             with pytest.raises(RateLimited) as limited:
                 for _ in range(3):
                     await c.transcribe_summary(text="one line")
@@ -132,7 +133,7 @@ async def test_batch_job_and_wait(sqlite_url: str) -> None:
         async with c:
             big = "\n".join(f"Line {i}: we decided to ship the billing page." for i in range(400))
             accepted = await c.transcribe_summary(text=big)
-            assert "jobId" in accepted and accepted["status"] in ("queued", "running", "ready")
+            assert "jobId" in accepted and accepted["status"] in ("queued", "running", "ready")  # type: ignore[typeddict-item]
             job = await c.wait_job(accepted["jobId"], max_wait=60)  # type: ignore[typeddict-item]
             assert job["status"] == "ready" and job["result"] is not None
             assert job["result"]["summary"]["tldr"]
@@ -221,8 +222,6 @@ async def test_producer_reconnects_without_a_seq_gap(sqlite_url: str) -> None:
 
 
 async def test_producer_reports_fatal_errors(sqlite_url: str) -> None:
-    from mcustt.client import StreamClosed
-
     async with scripted_server(sqlite_url) as srv:
         c = await tenant_client(srv)
         async with c:

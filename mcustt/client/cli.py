@@ -32,20 +32,18 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from mcustt.client import (
-    DEFAULT_URL,
-    Client,
-    Event,
-    MCUSTTClientError,
-    SessionCreated,
-    Summary,
-    audio_duration,
-)
+from mcustt import errors as server_errors
+from mcustt import wire
+from mcustt.client.audio import audio_duration
+from mcustt.client.errors import MCUSTTClientError
+from mcustt.client.rest import DEFAULT_URL, Client
+from mcustt.client.sockets import Event
+from mcustt.config import Settings
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "standup_en.wav"
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "standup_en.wav"
 FORMATS = ("json", "srt", "vtt", "txt")
 
 
@@ -155,11 +153,12 @@ class Captions:
         self.live.refresh()
 
 
-def _print_summary(console: Console, doc: Summary) -> None:
-    status = doc.get("status")
-    if status != "ready":
+def _print_summary(console: Console, doc: wire.Summary | wire.SummaryPending) -> None:
+    if doc["status"] != "ready":
         error = doc.get("error")
-        console.print(f"summary: [yellow]{status}[/]" + (f" ({escape(error)})" if error else ""))
+        console.print(
+            f"summary: [yellow]{doc['status']}[/]" + (f" ({escape(error)})" if error else "")
+        )
         return
     content = doc["content"]
     console.print("[bold]Summary[/]")
@@ -189,7 +188,7 @@ async def stream_file(
     path: Path,
     *,
     console: Console,
-    session: SessionCreated,
+    session: wire.SessionCreated,
     realtime: bool,
     stop: bool = True,
 ) -> int:
@@ -321,7 +320,7 @@ def sessions_create(
 ) -> None:
     """Create a session; prints its id, URLs and owner secret (shown once)."""
 
-    async def main() -> SessionCreated:
+    async def main() -> wire.SessionCreated:
         async with Client(url, tenant_key=_need_key(key)) as client:
             return await client.create_session(
                 title=title, source_lang=source_lang, auto_detect=not no_auto_detect
@@ -349,9 +348,9 @@ def sessions_show(
     if token is None:
         _need_key(key)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> wire.SessionState:
         async with Client(url, tenant_key=key) as client:
-            return cast(dict[str, Any], await client.get_session(session_id, token=token))
+            return await client.get_session(session_id, token=token)
 
     doc = _run(main())
     if as_json:
@@ -370,10 +369,9 @@ def sessions_show(
 def sessions_list(url: str, key: str | None, status: str | None, as_json: bool) -> None:
     """List the tenant's sessions, newest first."""
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[wire.SessionListItem]:
         async with Client(url, tenant_key=_need_key(key)) as client:
-            rows = await client.list_sessions(cast(Literal["live", "ended"] | None, status))
-            return cast(list[dict[str, Any]], rows)
+            return await client.list_sessions(cast(wire.SessionStatus | None, status))
 
     rows = _run(main())
     if as_json:
@@ -394,10 +392,9 @@ def sessions_end(session_id: str, url: str, key: str | None, owner_secret: str |
     if owner_secret is None:
         _need_key(key)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> wire.SessionState:
         async with Client(url, tenant_key=key) as client:
-            state = await client.end_session(session_id, owner_secret=owner_secret)
-            return cast(dict[str, Any], state)
+            return await client.end_session(session_id, owner_secret=owner_secret)
 
     state = _run(main())
     click.echo(f"session {session_id} {state['status']} ({state['lineCount']} lines)")
@@ -463,7 +460,7 @@ def summary(
     if token is None:
         _need_key(key)
 
-    async def main() -> Summary:
+    async def main() -> wire.Summary | wire.SummaryPending:
         async with Client(url, tenant_key=key) as client:
             return await client.summary(session_id, wait=wait, max_wait=max_wait, token=token)
 
@@ -475,7 +472,7 @@ def summary(
         _echo_json(doc)
     else:
         _print_summary(Console(), doc)
-    if doc.get("status") == "failed":
+    if doc["status"] == "failed":
         raise SystemExit(1)
 
 
@@ -492,19 +489,19 @@ def _save_key(path: Path, key: str) -> None:
     path.chmod(0o600)  # a credential: readable by its owner only
 
 
-async def _demo_tenant_key(state: Any, settings: Any, key_file: Path) -> str:
+async def _demo_tenant_key(state: Any, settings: Settings, key_file: Path) -> str:
     """The demo tenant's key: the one saved by an earlier demo if it still works, else a
     new tenant's (saved so repeated demos do not pile up tenants)."""
+    # Here, not at the top: the store (SQLAlchemy) is for the demo's embedded server
+    # only, and the other commands are plain clients that must start fast.
     from mcustt import tenants
-    from mcustt.errors import Unauthorized
-    from mcustt.schemas import Brand, TenantCreate
 
     key = await asyncio.to_thread(_read_key, key_file)
     if key:
-        with contextlib.suppress(Unauthorized):
+        with contextlib.suppress(server_errors.Unauthorized):
             await tenants.authenticate(state.db, key)
             return key
-    body = TenantCreate(name="mcustt demo", brand=Brand(brandName="mcustt demo"))
+    body = wire.TenantCreate(name="mcustt demo", brand=wire.Brand(brandName="mcustt demo"))
     _tenant, key = await tenants.create(state.db, settings, body)
     await asyncio.to_thread(_save_key, key_file, key)
     return key
@@ -513,9 +510,10 @@ async def _demo_tenant_key(state: Any, settings: Any, key_file: Path) -> str:
 async def _demo(
     *, host: str, port: int, sample: Path, realtime: bool, exit_after: bool, console: Console
 ) -> None:
+    # Here, not at the top: the whole server stack is for the demo only, and the other
+    # commands are plain clients that must start fast.
     import uvicorn
 
-    from mcustt.config import Settings
     from mcustt.server import uvicorn_config
 
     env = dict(os.environ)
@@ -610,15 +608,15 @@ def demo(host: str, port: int, sample: Path | None, fast: bool, exit_after: bool
     bundled standup recording with live captions, prints the transcript and the
     summary, and keeps serving with the captions page URL printed (Ctrl-C stops).
     """
-    from mcustt.config import Settings
-    from mcustt.errors import MCUSTTError
+    # Here, not at the top: migrations (SQLAlchemy, Alembic) are for the demo's embedded
+    # server only, and the other commands are plain clients that must start fast.
     from mcustt.store.db import migrate
 
     console = Console()
     try:
         # Synchronous (Alembic), so before the event loop starts.
         migrate(Settings.from_env().database_url)
-    except MCUSTTError as exc:
+    except server_errors.MCUSTTError as exc:
         raise click.ClickException(exc.message) from None
     try:
         _run(
