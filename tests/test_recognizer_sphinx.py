@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 
 from mcustt.config import Settings
-from mcustt.recognizers import RECOGNIZERS, Hypothesis, RecognizerError, sphinx
-from mcustt.recognizers.sphinx import BYTES_PER_MS, SphinxRecognizer
+from mcustt.recognizers import RECOGNIZERS, Hypothesis, RecognizerError
+from mcustt.recognizers.sphinx import SphinxRecognizer
+from mcustt.recognizers.sphinx import pool as sphinx_pool
+from mcustt.testing.recognizer import recognize
+from mcustt.types import BYTES_PER_MS
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PIECE = 20 * BYTES_PER_MS  # what a client sends per WebSocket frame
 
 
 def load(name: str) -> tuple[bytes, dict[str, Any]]:
@@ -41,28 +43,6 @@ def turn(name: str, index: int, pad_s: float = 0.3) -> bytes:
     start = max(0, int((t["start_s"] - pad_s) * 16000)) * 2
     end = min(len(pcm), int((t["end_s"] + pad_s) * 16000) * 2)
     return pcm[start:end]
-
-
-async def transcribe(rec: SphinxRecognizer, pcm: bytes) -> list[Hypothesis]:
-    """Feed one utterance in 20 ms pieces as fast as backpressure allows; all results."""
-    stream = rec.open_stream(language="en-US", auto_detect=False)
-    got: list[Hypothesis] = []
-
-    async def consume() -> None:
-        async for hyp in stream.results():
-            got.append(hyp)
-
-    consumer = asyncio.create_task(consume())
-    try:
-        for i in range(0, len(pcm), PIECE):
-            await stream.feed(pcm[i : i + PIECE])
-        await stream.finish()
-        await asyncio.wait_for(consumer, 30)
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
-        await stream.aclose()
-    return got
 
 
 def final_text(hyps: list[Hypothesis]) -> str:
@@ -110,7 +90,7 @@ async def test_registered_and_lifecycle() -> None:
 
 async def test_interims_then_final(pool: SphinxRecognizer) -> None:
     pcm, meta = load("hello_en")
-    hyps = await transcribe(pool, pcm)
+    hyps = await recognize(pool, pcm)
 
     text = final_text(hyps)
     assert "weekly" in text.split()
@@ -151,7 +131,7 @@ async def test_concurrent_streams_keep_the_loop_responsive(pool: SphinxRecognize
 
     tick = asyncio.create_task(ticker())
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(transcribe(pool, pcm) for pcm, _ in cases))
+    results = await asyncio.gather(*(recognize(pool, pcm) for pcm, _ in cases))
     elapsed = time.perf_counter() - t0
     stop.set()
     await tick
@@ -177,7 +157,7 @@ async def test_concurrent_streams_keep_the_loop_responsive(pool: SphinxRecognize
 async def test_decoders_are_reused(pool: SphinxRecognizer) -> None:
     short = turn("hello_en", 0)[: 1200 * BYTES_PER_MS]
     for _ in range(3):
-        await asyncio.gather(transcribe(pool, short), transcribe(pool, short))
+        await asyncio.gather(recognize(pool, short), recognize(pool, short))
     stats = await pool.stats()
     assert sum(s["utterances"] for s in stats) == 6
     created = sum(s["created"] for s in stats)
@@ -186,8 +166,8 @@ async def test_decoders_are_reused(pool: SphinxRecognizer) -> None:
 
 
 async def test_silence_and_empty_utterances_give_no_final(pool: SphinxRecognizer) -> None:
-    assert await transcribe(pool, bytes(1500 * BYTES_PER_MS)) == []
-    assert await transcribe(pool, b"") == []
+    assert await recognize(pool, bytes(1500 * BYTES_PER_MS)) == []
+    assert await recognize(pool, b"") == []
 
 
 async def test_aclose_mid_utterance_frees_the_decoder(pool: SphinxRecognizer) -> None:
@@ -232,7 +212,7 @@ async def test_worker_crash_fails_its_stream_and_pool_recovers() -> None:
         await stream.aclose()
 
         # A later stream waits for the replacement worker and decodes normally.
-        assert "weekly" in final_text(await transcribe(rec, pcm)).split()
+        assert "weekly" in final_text(await recognize(rec, pcm)).split()
         [after] = await rec.stats()
         assert after["pid"] != before["pid"]
         await rec.check()
@@ -241,8 +221,8 @@ async def test_worker_crash_fails_its_stream_and_pool_recovers() -> None:
 
 
 async def test_hung_worker_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sphinx, "STALL_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(sphinx, "WATCHDOG_INTERVAL_S", 0.2)
+    monkeypatch.setattr(sphinx_pool, "STALL_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sphinx_pool, "WATCHDOG_INTERVAL_S", 0.2)
     rec = SphinxRecognizer(Settings(recognizer_workers=1))
     await rec.start()
     try:

@@ -19,14 +19,15 @@ from typing import ClassVar
 
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError
+from mcustt.wire import CloseCode, ErrorCode
 
 
 class RecognizerError(MCUSTTError):
     """The engine failed. ``fatal=True`` ends the session's ingest with an error frame."""
 
     status_code = 503
-    code = "RECOGNIZER_FAILED"
-    close_code = 1011
+    code = ErrorCode.RECOGNIZER_FAILED
+    close_code = CloseCode.INTERNAL_ERROR
 
     def __init__(self, message: str, *, fatal: bool = True) -> None:
         super().__init__(message)
@@ -93,7 +94,8 @@ class RecognizerStream(ABC):
 
     @abstractmethod
     async def aclose(self) -> None:
-        """Release resources at once (idempotent); pending results are discarded."""
+        """Release resources at once (idempotent); pending results are discarded and
+        :meth:`results` ends without an error."""
 
 
 class Recognizer(ABC):
@@ -109,7 +111,7 @@ class Recognizer(ABC):
         """Start pools or clients; called once in the app's lifespan."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Stop pools or clients; called once at shutdown."""
+        """Stop pools or clients; called once at shutdown (idempotent all the same)."""
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`RecognizerError` if the engine is not usable (``/readyz``)."""
