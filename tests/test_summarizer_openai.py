@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.openai_server import FakeOpenAI, Recorded, Reply, running_fake_openai
+from fakes.openai_server import SUMMARY, FakeOpenAI, Recorded, Reply, running_fake_openai
 
 from mcustt.config import Settings
 from mcustt.summarizers import load_summarizer
@@ -24,16 +24,6 @@ from mcustt.summarizers.openai import (
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standup_en.json"
-
-SUMMARY = {
-    "tldr": "The billing page ships on Friday behind a feature flag.",
-    "decisions": ["Ship the billing page on Friday"],
-    "actionItems": [
-        {"owner": "Priya", "task": "Write the database migration"},
-        {"owner": None, "task": "Train the support team on the new invoices"},
-    ],
-    "qa": ["Q: Do we need a feature flag? A: Yes"],
-}
 
 
 def standup_lines() -> list[Line]:

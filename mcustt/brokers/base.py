@@ -22,7 +22,9 @@ class Broker(ABC):
     """Publish to and subscribe to session channels.
 
     Implementations call ``deliver`` for every message on a subscribed channel, from the
-    event loop, and ``resync`` whenever delivery may have had a gap (a reconnect).
+    event loop, in publish order per session, and ``resync`` whenever delivery may have
+    had a gap (a reconnect), never otherwise. :mod:`mcustt.testing.broker` checks an
+    implementation against this contract.
     """
 
     name: str
@@ -33,10 +35,14 @@ class Broker(ABC):
         self.resync = resync
 
     async def start(self) -> None:  # noqa: B027 - optional hook
-        """Connect; called once in the app's lifespan."""
+        """Connect; called once in the app's lifespan.
+
+        A service that is down does not fail the start: the broker keeps trying in the
+        background and :meth:`check` reports the outage meanwhile.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Disconnect and cancel the broker's tasks."""
+        """Disconnect and cancel the broker's tasks (safe to call again)."""
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise if the broker is unreachable (``/readyz``)."""
@@ -52,7 +58,11 @@ class Broker(ABC):
     @abstractmethod
     async def subscribe(self, session_id: str) -> None:
         """Start delivering the session's messages; returns once delivery is in effect,
-        so that anything published afterwards is delivered."""
+        so that anything published afterwards is delivered.
+
+        The hub calls it once per session until :meth:`unsubscribe` (never twice at once
+        for one session); different sessions may be subscribed concurrently.
+        """
 
     @abstractmethod
     async def unsubscribe(self, session_id: str) -> None:

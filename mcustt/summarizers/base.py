@@ -9,20 +9,21 @@ from typing import Any, ClassVar
 
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError
+from mcustt.wire import ErrorCode
 
 
 class SummarizerError(MCUSTTError):
     """The summarizer failed for good (after its own retries); the summary is ``failed``."""
 
     status_code = 502
-    code = "SUMMARIZER_FAILED"
+    code = ErrorCode.SUMMARIZER_FAILED
 
 
 class SummarizerUnavailable(MCUSTTError):
     """The configured summarizer cannot run at all (e.g. openai without a key): 503."""
 
     status_code = 503
-    code = "SUMMARIZER_UNCONFIGURED"
+    code = ErrorCode.SUMMARIZER_UNCONFIGURED
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class SummaryResult:
 
 
 class Summarizer(ABC):
+    """Summarizes transcripts; one instance serves every job and request of a node, so
+    :meth:`summarize` may run concurrently. :mod:`mcustt.testing.summarizer` checks an
+    implementation against this contract."""
+
     #: the registry name (``MCUSTT_SUMMARIZER``)
     name: ClassVar[str]
 
@@ -81,7 +86,7 @@ class Summarizer(ABC):
         """Raise :class:`SummarizerUnavailable` when unusable (``/readyz``, 503s)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release clients at shutdown."""
+        """Release clients at shutdown (safe to call again)."""
 
     @abstractmethod
     async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:

@@ -167,9 +167,7 @@ class OpenAISummarizer(Summarizer):
     async def check(self) -> None:
         # Configuration only: probing the API from /readyz would spend quota on every probe.
         if not self.settings.openai_api_key:
-            raise SummarizerUnavailable(
-                "MCUSTT_SUMMARIZER=openai needs OPENAI_API_KEY", code="SUMMARIZER_UNCONFIGURED"
-            )
+            raise SummarizerUnavailable("MCUSTT_SUMMARIZER=openai needs OPENAI_API_KEY")
 
     async def aclose(self) -> None:
         if self._client is not None:

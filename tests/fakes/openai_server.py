@@ -73,6 +73,17 @@ class Recorded:
         )
 
 
+#: A valid reply in the shape the summarizer's schema asks for.
+SUMMARY: dict[str, Any] = {
+    "tldr": "The billing page ships on Friday behind a feature flag.",
+    "decisions": ["Ship the billing page on Friday"],
+    "actionItems": [
+        {"owner": "Priya", "task": "Write the database migration"},
+        {"owner": None, "task": "Train the support team on the new invoices"},
+    ],
+    "qa": ["Q: Do we need a feature flag? A: Yes"],
+}
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_api_key",
