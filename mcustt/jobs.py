@@ -1,10 +1,11 @@
 """Durable jobs in the database: session summaries and batch summaries.
 
-A job is claimed by one worker at a time with a lease (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL; a conditional UPDATE on SQLite, whose writes are serialized anyway). The
-worker renews the lease while it runs; a job left ``running`` by a dead process becomes
-claimable again when its lease passes, and completion is fenced on the lease owner so
-a worker that lost its lease cannot overwrite the new owner's result.
+A job is claimed by one worker at a time with a lease; the worker renews the lease
+while it runs; a job left ``running`` by a dead process becomes claimable again when
+its lease passes, and completion is fenced on the lease owner so a worker that lost its
+lease cannot overwrite the new owner's result (the queries: :mod:`mcustt.store.jobs`).
+This module holds the rules: what each kind of job does, retries and their back-off,
+and what a failure means for the session's summary.
 """
 
 from __future__ import annotations
@@ -12,23 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
 import structlog
-from sqlalchemy import or_, update
-from sqlmodel import col, select
 
-from mcustt.state import AppState
-from mcustt.store.models import Job, Session, Summary
-from mcustt.summarizers import Line, SummarizerError, SummarizerUnavailable
+from mcustt import wire
+from mcustt.bodies import validate
+from mcustt.errors import BadRequest
+from mcustt.metrics import Metrics
+from mcustt.store.models import Job, Session
+from mcustt.store.repo import Repo
+from mcustt.summarizers import Line, Summarizer, SummarizerError, SummarizerUnavailable
 from mcustt.tokens import random_id
+from mcustt.wire import BatchRequest
 
 log = structlog.get_logger(__name__)
 
 WORKERS = 2
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def job_json(job: Job) -> wire.Job:
     return {
         "jobId": job.id,
         "kind": job.kind,
@@ -41,9 +46,70 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+# -- batch summaries (§12) ------------------------------------------------------------------
+
+
+def batch_lines(req: BatchRequest) -> list[Line]:
+    if req.subtitles:
+        return [
+            Line(text=s.text, speaker=s.speaker, ts=s.ts) for s in req.subtitles if s.text.strip()
+        ]
+    if req.text and req.text.strip():
+        return [Line(text=t) for t in req.text.splitlines() if t.strip()]
+    raise BadRequest("send subtitles[] or text")
+
+
+async def run_batch(summarizer: Summarizer, payload: dict[str, Any]) -> wire.BatchResult:
+    """The work of one batch request (inline, or as a job)."""
+    req = validate(BatchRequest, payload)
+    lines = batch_lines(req)
+    lang = req.sourceLang or "en-US"
+    result: wire.BatchResult = {"language": lang}
+    if "transcript" in req.want:
+        result["transcript"] = "\n".join(
+            f"{line.speaker}: {line.text}" if line.speaker else line.text for line in lines
+        )
+    if "summary" in req.want:
+        summary = await summarizer.summarize(lines, lang=lang)
+        # to_json builds exactly the wire's SummaryContent (it predates the wire types).
+        result["summary"] = cast(wire.SummaryContent, summary.content.to_json())
+        result["model"] = summary.model
+    return result
+
+
+# -- the runner --------------------------------------------------------------------------------
+
+
 class JobRunner:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    """The node's job workers, and the enqueue/claim/run API the REST layer uses.
+
+    Args:
+        repo: the store.
+        summarizer: what session and batch summaries are made with.
+        lease_s: how long a claim holds without renewal (a dead worker's job is taken
+            over after it).
+        poll_s: how often an idle worker looks for due jobs (an enqueue on this node
+            wakes it at once).
+        metrics: ``jobs`` counts finished jobs.
+        node_id: prefixes lease owners, so logs show which node ran a job.
+    """
+
+    def __init__(
+        self,
+        repo: Repo,
+        summarizer: Summarizer,
+        *,
+        lease_s: float,
+        poll_s: float,
+        metrics: Metrics,
+        node_id: str,
+    ) -> None:
+        self.repo = repo
+        self.summarizer = summarizer
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.metrics = metrics
+        self.node_id = node_id
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
 
@@ -72,96 +138,62 @@ class JobRunner:
         request_hash: str | None = None,
         run_after: float = 0.0,
         job_id: str | None = None,
-    ) -> Job:
+    ) -> tuple[Job, bool]:
+        """Queue a job. Returns it and True; or, when the tenant already has a job with
+        this ``idempotency_key`` (a concurrent duplicate), that job and False."""
         now = time.time()
-        job = Job(
-            id=job_id or "job_" + random_id(20),
-            tenant_id=tenant_id,
-            kind=kind,
-            session_id=session_id,
-            payload=payload,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            run_after=run_after,
-            created_at=now,
-            updated_at=now,
+        job, created = await self.repo.insert_job(
+            Job(
+                id=job_id or "job_" + random_id(20),
+                tenant_id=tenant_id,
+                kind=kind,
+                session_id=session_id,
+                payload=payload,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                run_after=run_after,
+                created_at=now,
+                updated_at=now,
+            )
         )
-        async with self.state.db.session() as s:
-            s.add(job)
-            await s.commit()
-        self._wake.set()
-        return job
+        if created:
+            self._wake.set()
+        return job, created
 
     async def enqueue_session_summary(
         self, session: Session, *, from_seq: int | None = None, to_seq: int | None = None
     ) -> Job:
         """Mark the session's summary pending and queue its (re)generation."""
-        now = time.time()
-        async with self.state.db.session() as s:
-            summary = await s.get(Summary, session.id)
-            if summary is None:
-                summary = Summary(session_id=session.id, updated_at=now)
-            summary.status = "pending"
-            summary.error = None
-            summary.updated_at = now
-            s.add(summary)
-            await s.commit()
-        return await self.enqueue(
+        await self.repo.mark_summary_pending(session.id)
+        job, _ = await self.enqueue(
             tenant_id=session.tenant_id,
             kind="session_summary",
             session_id=session.id,
             payload={"sessionId": session.id, "fromSeq": from_seq, "toSeq": to_seq},
         )
+        return job
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.state.db.session() as s:
-            return await s.get(Job, job_id)
+        return await self.repo.get_job(job_id)
+
+    async def by_idempotency_key(self, tenant_id: str, key: str) -> Job | None:
+        return await self.repo.job_by_idempotency_key(tenant_id, key)
 
     # -- claim and run ------------------------------------------------------------------
 
     async def claim(self) -> tuple[Job, str] | None:
         """Take one due job (queued, or running with an expired lease)."""
-        now = time.time()
-        due = or_(
-            (col(Job.status) == "queued") & (col(Job.run_after) <= now),
-            (col(Job.status) == "running") & (col(Job.lease_until) < now),
-        )
-        return await self._claim(due, None)
+        return await self._claim(None)
 
     async def claim_one(self, job_id: str) -> tuple[Job, str] | None:
         """Take a specific queued job now (an inline run), if nobody has it."""
-        return await self._claim(col(Job.status) == "queued", job_id)
+        return await self._claim(job_id)
 
-    async def _claim(self, due: Any, job_id: str | None) -> tuple[Job, str] | None:
-        now = time.time()
-        owner = f"{self.state.node_id}:{random_id(6)}"
-        async with self.state.db.session() as s:
-            if job_id is None:
-                query = select(Job.id).where(due).order_by(col(Job.created_at)).limit(1)
-                if not self.state.db.sqlite:
-                    # Concurrent workers skip each other's candidate rows instead of
-                    # queueing behind them.
-                    query = query.with_for_update(skip_locked=True)
-                job_id = (await s.exec(query)).first()
-                if job_id is None:
-                    return None
-            result = await s.exec(
-                update(Job)
-                .where(col(Job.id) == job_id, due)
-                .values(
-                    status="running",
-                    lease_until=now + self.state.settings.job_lease_s,
-                    lease_owner=owner,
-                    attempts=Job.attempts + 1,
-                    updated_at=now,
-                )
-            )
-            await s.commit()
-            if result.rowcount != 1:
-                return None  # another worker won the race; try again
-            job = await s.get(Job, job_id, populate_existing=True)
-        assert job is not None
-        return job, owner
+    async def _claim(self, job_id: str | None) -> tuple[Job, str] | None:
+        owner = f"{self.node_id}:{random_id(6)}"
+        job = await self.repo.claim_job(owner, lease_s=self.lease_s, job_id=job_id)
+        # None: nothing due, or another worker won the race (the loop tries again).
+        return None if job is None else (job, owner)
 
     async def _loop(self) -> None:
         while True:
@@ -175,9 +207,7 @@ class JobRunner:
             if claimed is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self.state.settings.job_poll_s
-                    )
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
                 continue
             await self.run(*claimed)
 
@@ -199,7 +229,9 @@ class JobRunner:
                     job, owner, status="failed", error=f"{type(exc).__name__}: {exc}"
                 )
             else:
-                await self._retry(job, owner, delay=2.0**job.attempts)
+                await self.repo.requeue_job(
+                    job.id, owner, run_after=time.time() + 2.0**job.attempts
+                )
         else:
             await self._finish(job, owner, status="ready", result=result)
             bound.info("job done")
@@ -209,70 +241,40 @@ class JobRunner:
                 await heartbeat
 
     async def _heartbeat(self, job_id: str, owner: str) -> None:
-        lease = self.state.settings.job_lease_s
         while True:
-            await asyncio.sleep(lease / 3)
-            async with self.state.db.session() as s:
-                await s.exec(
-                    update(Job)
-                    .where(col(Job.id) == job_id, col(Job.lease_owner) == owner)
-                    .values(lease_until=time.time() + lease)
-                )
-                await s.commit()
+            await asyncio.sleep(self.lease_s / 3)
+            await self.repo.renew_job_lease(job_id, owner, lease_s=self.lease_s)
 
     async def _finish(
         self,
         job: Job,
         owner: str,
         *,
-        status: str,
-        result: dict[str, Any] | None = None,
+        status: Literal["ready", "failed"],
+        result: Mapping[str, object] | None = None,
         error: str | None = None,
     ) -> None:
-        async with self.state.db.session() as s:
-            done = await s.exec(
-                update(Job)
-                .where(col(Job.id) == job.id, col(Job.lease_owner) == owner)
-                .values(
-                    status=status,
-                    result=result,
-                    error=error,
-                    lease_until=None,
-                    updated_at=time.time(),
-                )
-            )
-            await s.commit()
-        if done.rowcount != 1:
+        done = await self.repo.finish_job(job.id, owner, status=status, result=result, error=error)
+        if not done:
             log.warning("job lease lost before completion; result discarded", job_id=job.id)
             return
-        self.state.metrics.jobs.labels(job.kind, status).inc()
+        self.metrics.jobs.labels(job.kind, status).inc()
         if job.kind == "session_summary" and status == "failed":
-            await self._summary_failed(job, error or "failed")
+            await self.repo.mark_summary_failed(str(job.payload["sessionId"]), error or "failed")
 
-    async def _retry(self, job: Job, owner: str, *, delay: float) -> None:
-        async with self.state.db.session() as s:
-            await s.exec(
-                update(Job)
-                .where(col(Job.id) == job.id, col(Job.lease_owner) == owner)
-                .values(status="queued", lease_until=None, run_after=time.time() + delay)
-            )
-            await s.commit()
-
-    async def _execute(self, job: Job) -> dict[str, Any]:
+    async def _execute(self, job: Job) -> Mapping[str, object]:
         if job.kind == "session_summary":
             return await self._session_summary(job)
         if job.kind == "batch_summary":
-            from mcustt.summary_api import run_batch
-
-            return await run_batch(self.state, job.payload)
+            return await run_batch(self.summarizer, job.payload)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     async def _session_summary(self, job: Job) -> dict[str, Any]:
         sid = str(job.payload["sessionId"])
-        session = await self.state.sessions.get(sid)
+        session = await self.repo.get_session(sid)
         if session is None:
             raise SummarizerError("the session no longer exists")
-        rows = await self.state.repo.lines(
+        rows = await self.repo.lines(
             sid, from_seq=job.payload.get("fromSeq"), to_seq=job.payload.get("toSeq")
         )
         lines = [
@@ -280,7 +282,7 @@ class JobRunner:
             for r in rows
         ]
         lang = session.detected_lang or session.source_lang
-        result = await self.state.summarizer.summarize(lines, lang=lang)
+        result = await self.summarizer.summarize(lines, lang=lang)
         doc: dict[str, Any] = {
             "model": result.model,
             "lang": result.lang,
@@ -288,27 +290,12 @@ class JobRunner:
             "fromSeq": rows[0].seq if rows else None,
             "toSeq": rows[-1].seq if rows else None,
         }
-        async with self.state.db.session() as s:
-            summary = await s.get(Summary, sid) or Summary(session_id=sid, updated_at=time.time())
-            summary.status = "ready"
-            summary.model = result.model
-            summary.lang = result.lang
-            summary.content = doc["content"]
-            summary.error = None
-            summary.from_seq = doc["fromSeq"]
-            summary.to_seq = doc["toSeq"]
-            summary.updated_at = time.time()
-            s.add(summary)
-            await s.commit()
+        await self.repo.save_summary(
+            sid,
+            model=result.model,
+            lang=result.lang,
+            content=doc["content"],
+            from_seq=doc["fromSeq"],
+            to_seq=doc["toSeq"],
+        )
         return doc
-
-    async def _summary_failed(self, job: Job, error: str) -> None:
-        sid = str(job.payload["sessionId"])
-        async with self.state.db.session() as s:
-            summary = await s.get(Summary, sid)
-            if summary is not None:
-                summary.status = "failed"
-                summary.error = error
-                summary.updated_at = time.time()
-                s.add(summary)
-                await s.commit()

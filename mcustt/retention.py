@@ -6,65 +6,79 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 import structlog
-from sqlalchemy import delete
-from sqlmodel import col, select
 
-from mcustt.state import AppState
-from mcustt.store.models import Job, Session, Summary, TranscriptLine
+from mcustt.store.models import Session
+from mcustt.store.repo import Repo
 
 log = structlog.get_logger(__name__)
 
-
-async def prune(state: AppState, *, now: float | None = None) -> int:
-    """Delete sessions ended more than ``retention_days`` ago, with their data."""
-    now = time.time() if now is None else now
-    cutoff = now - state.settings.retention_days * 86400
-    async with state.db.session() as s:
-        rows = await s.exec(
-            select(Session.id)
-            .where(col(Session.status) == "ended", col(Session.ended_at) < cutoff)
-            .limit(1000)
-        )
-        ids = list(rows.all())
-        if not ids:
-            return 0
-        await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))
-        await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))
-        await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))
-        await s.exec(delete(Session).where(col(Session.id).in_(ids)))
-        await s.commit()
-    log.info("pruned ended sessions", count=len(ids))
-    return len(ids)
+#: Sessions deleted per transaction (a pass repeats until none is left).
+PRUNE_BATCH = 1000
 
 
-async def end_abandoned(state: AppState, *, now: float | None = None) -> int:
-    now = time.time() if now is None else now
-    idle_cutoff = now - state.settings.ingest_token_ttl_s
-    async with state.db.session() as s:
-        rows = await s.exec(
-            select(Session).where(
-                col(Session.status) == "live",
-                col(Session.updated_at) < idle_cutoff,
-                (col(Session.producer_lease_until).is_(None))
-                | (col(Session.producer_lease_until) < now),
-            )
-        )
-        stale = list(rows.all())
-    for session in stale:
-        await state.pipelines.end_session(session, reason="abandoned")
-    return len(stale)
+class EndSession(Protocol):
+    """Ends a session the way a client's DELETE does (the pipeline registry's
+    ``end_session``): finalize, mark ended, publish, queue the summary."""
+
+    async def __call__(self, session: Session, *, reason: str) -> None: ...
 
 
-async def retention_loop(state: AppState) -> None:
-    while True:
-        try:
-            await end_abandoned(state)
-            while await prune(state) > 0:
-                pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("retention pass failed; will retry")
-        await asyncio.sleep(state.settings.retention_interval_s)
+class Retention:
+    """The housekeeping loop of one node (every node runs one; the queries are safe to
+    race: a second deleter finds nothing, and ending a session is idempotent).
+
+    Args:
+        repo: the store.
+        end_session: how an abandoned session is ended.
+        retention_days: ended sessions older than this are deleted with their data.
+        abandon_after_s: a live session untouched this long, with no producer, is ended.
+        interval_s: the pause between passes.
+    """
+
+    def __init__(
+        self,
+        repo: Repo,
+        end_session: EndSession,
+        *,
+        retention_days: float,
+        abandon_after_s: float,
+        interval_s: float,
+    ) -> None:
+        self.repo = repo
+        self.end_session = end_session
+        self.retention_days = retention_days
+        self.abandon_after_s = abandon_after_s
+        self.interval_s = interval_s
+
+    async def prune(self, *, now: float | None = None) -> int:
+        """Delete (a batch of) sessions ended more than ``retention_days`` ago, with
+        their data; returns how many went."""
+        now = time.time() if now is None else now
+        cutoff = now - self.retention_days * 86400
+        count = await self.repo.delete_ended_sessions(ended_before=cutoff, limit=PRUNE_BATCH)
+        if count:
+            log.info("pruned ended sessions", count=count)
+        return count
+
+    async def end_abandoned(self, *, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        stale = await self.repo.abandoned_sessions(idle_before=now - self.abandon_after_s, now=now)
+        for session in stale:
+            await self.end_session(session, reason="abandoned")
+        return len(stale)
+
+    async def run(self) -> None:
+        """Passes until cancelled; a failed pass is logged and retried next interval."""
+        while True:
+            try:
+                await self.end_abandoned()
+                while await self.prune() > 0:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention pass failed; will retry")
+            await asyncio.sleep(self.interval_s)

@@ -1,24 +1,24 @@
-"""Summary and batch endpoints (§11, §12)."""
+"""Summary and batch endpoints (§11, §12): the REST layer over :mod:`mcustt.jobs`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mcustt.api import app_state, require_tenant, session_access
+from mcustt import wire
+from mcustt.api import require_tenant, session_access
+from mcustt.bodies import read_json, validate
 from mcustt.errors import BadRequest, NotFound, Unprocessable
-from mcustt.jobs import job_json
-from mcustt.schemas import BatchRequest, SummarizeBody, read_json, validate
-from mcustt.state import AppState
-from mcustt.store.models import Job, Summary
-from mcustt.summarizers import Line, SummarizerUnavailable
+from mcustt.jobs import batch_lines, job_json, run_batch
+from mcustt.state import AppState, app_state
+from mcustt.store.models import Job
+from mcustt.summarizers import SummarizerUnavailable
+from mcustt.wire import BatchRequest, ErrorCode, SummarizeBody
 
 INLINE_CHARS = 12_000
 
@@ -35,22 +35,22 @@ async def require_summarizer(state: AppState) -> None:
 async def get_summary(request: Request) -> Response:
     state = app_state(request)
     creds = await session_access(request, request.path_params["session_id"], tenant=True, read=True)
-    async with state.db.session() as s:
-        summary = await s.get(Summary, creds.session.id)
+    summary = await state.repo.get_summary(creds.session.id)
     if summary is not None and summary.status == "ready":
-        return JSONResponse(
-            {
-                "status": "ready",
-                "model": summary.model,
-                "lang": summary.lang,
-                "content": summary.content,
-                "fromSeq": summary.from_seq,
-                "toSeq": summary.to_seq,
-                "updatedAt": summary.updated_at,
-            }
-        )
+        ready: wire.Summary = {
+            "status": "ready",
+            "model": summary.model,
+            "lang": summary.lang,
+            # The job runner stores the summarizer's SummaryContent.to_json() here.
+            "content": cast(wire.SummaryContent, summary.content),
+            "fromSeq": summary.from_seq,
+            "toSeq": summary.to_seq,
+            "updatedAt": summary.updated_at,
+        }
+        return JSONResponse(ready)
     await require_summarizer(state)
-    doc: dict[str, Any] = {"status": summary.status if summary else "pending"}
+    failed = summary is not None and summary.status == "failed"
+    doc: wire.SummaryPending = {"status": "failed" if failed else "pending"}
     if summary is not None and summary.error:
         doc["error"] = summary.error
     return JSONResponse(doc, status_code=202)
@@ -70,37 +70,12 @@ async def summarize(request: Request) -> Response:
     job = await state.jobs.enqueue_session_summary(
         creds.session, from_seq=window.fromSeq, to_seq=window.toSeq
     )
-    return JSONResponse(
-        {"status": "pending", "jobId": job.id, "poll": f"/api/sessions/{creds.session.id}/summary"},
-        status_code=202,
-    )
-
-
-def batch_lines(req: BatchRequest) -> list[Line]:
-    if req.subtitles:
-        return [
-            Line(text=s.text, speaker=s.speaker, ts=s.ts) for s in req.subtitles if s.text.strip()
-        ]
-    if req.text and req.text.strip():
-        return [Line(text=t) for t in req.text.splitlines() if t.strip()]
-    raise BadRequest("send subtitles[] or text")
-
-
-async def run_batch(state: AppState, payload: dict[str, Any]) -> dict[str, Any]:
-    """The work of one batch request (inline, or as a job)."""
-    req = validate(BatchRequest, payload)
-    lines = batch_lines(req)
-    lang = req.sourceLang or "en-US"
-    result: dict[str, Any] = {"language": lang}
-    if "transcript" in req.want:
-        result["transcript"] = "\n".join(
-            f"{line.speaker}: {line.text}" if line.speaker else line.text for line in lines
-        )
-    if "summary" in req.want:
-        summary = await state.summarizer.summarize(lines, lang=lang)
-        result["summary"] = summary.content.to_json()
-        result["model"] = summary.model
-    return result
+    accepted: wire.SummarizeAccepted = {
+        "status": "pending",
+        "jobId": job.id,
+        "poll": f"/api/sessions/{creds.session.id}/summary",
+    }
+    return JSONResponse(accepted, status_code=202)
 
 
 async def transcribe_summary(request: Request) -> Response:
@@ -117,7 +92,7 @@ async def transcribe_summary(request: Request) -> Response:
     if key is not None and not (0 < len(key) <= 255):
         raise BadRequest("Idempotency-Key must be 1-255 characters")
     if key is None and size <= INLINE_CHARS:
-        return JSONResponse(await run_batch(state, payload))
+        return JSONResponse(await run_batch(state.summarizer, payload))
     canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     job, created = await _idempotent_job(state, tenant.id, key, digest, payload)
@@ -132,9 +107,12 @@ async def transcribe_summary(request: Request) -> Response:
         if fresh.status == "ready" and fresh.result is not None:
             return JSONResponse(fresh.result)
         job = fresh
-    return JSONResponse(
-        {"jobId": job.id, "status": job.status, "poll": f"/api/jobs/{job.id}"}, status_code=202
-    )
+    accepted: wire.JobAccepted = {
+        "jobId": job.id,
+        "status": job.status,
+        "poll": f"/api/jobs/{job.id}",
+    }
+    return JSONResponse(accepted, status_code=202)
 
 
 async def _idempotent_job(
@@ -142,27 +120,21 @@ async def _idempotent_job(
 ) -> tuple[Job, bool]:
     """The job for this key (created now, or the one a previous request created)."""
     if key is not None:
-        existing = await _job_by_key(state, tenant_id, key)
+        existing = await state.jobs.by_idempotency_key(tenant_id, key)
         if existing is not None:
             return _same_body(existing, digest), False
-    try:
-        job = await state.jobs.enqueue(
-            tenant_id=tenant_id,
-            kind="batch_summary",
-            payload=payload,
-            idempotency_key=key,
-            request_hash=digest,
-            # A small keyed request runs inline at once; the queue only picks it up if
-            # that run died with its process.
-            run_after=time.time() + 60 if _is_small(payload) else 0.0,
-        )
-    except IntegrityError:
-        # A concurrent duplicate inserted the same key first: answer with its job.
-        assert key is not None
-        existing = await _job_by_key(state, tenant_id, key)
-        assert existing is not None
-        return _same_body(existing, digest), False
-    return job, True
+    job, created = await state.jobs.enqueue(
+        tenant_id=tenant_id,
+        kind="batch_summary",
+        payload=payload,
+        idempotency_key=key,
+        request_hash=digest,
+        # A small keyed request runs inline at once; the queue only picks it up if
+        # that run died with its process.
+        run_after=time.time() + 60 if _is_small(payload) else 0.0,
+    )
+    # Not created: a concurrent duplicate inserted the same key first; answer with its job.
+    return (job, True) if created else (_same_body(job, digest), False)
 
 
 def _is_small(payload: dict[str, Any]) -> bool:
@@ -174,17 +146,10 @@ def _is_small(payload: dict[str, Any]) -> bool:
 def _same_body(job: Job, digest: str) -> Job:
     if job.request_hash != digest:
         raise Unprocessable(
-            "this Idempotency-Key was used with a different body", code="IDEMPOTENCY_KEY_REUSED"
+            "this Idempotency-Key was used with a different body",
+            code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
         )
     return job
-
-
-async def _job_by_key(state: AppState, tenant_id: str, key: str) -> Job | None:
-    async with state.db.session() as s:
-        rows = await s.exec(
-            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
-        )
-        return rows.first()
 
 
 async def get_job(request: Request) -> Response:
@@ -192,5 +157,5 @@ async def get_job(request: Request) -> Response:
     tenant = await require_tenant(request)
     job = await state.jobs.get(request.path_params["job_id"])
     if job is None or job.tenant_id != tenant.id:
-        raise NotFound("no such job", code="JOB_NOT_FOUND")
+        raise NotFound("no such job", code=ErrorCode.JOB_NOT_FOUND)
     return JSONResponse(job_json(job))

@@ -1,21 +1,24 @@
-"""Tenants: provisioning, keys (stored hashed, shown once), branding, origins."""
+"""Tenants: provisioning, keys (stored hashed, shown once), branding, origins.
+
+The functions take the database handle their callers hold and leave the queries to
+:class:`mcustt.store.repo.Repo`.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from sqlmodel import col, select
-
+from mcustt import wire
 from mcustt.config import Settings
 from mcustt.errors import Forbidden, NotFound, Unauthorized
-from mcustt.schemas import TenantCreate, TenantUpdate
 from mcustt.store.db import Database
 from mcustt.store.models import Tenant
+from mcustt.store.repo import Repo
 from mcustt.tokens import KEY_PREFIX, digest, new_tenant_key, random_id
+from mcustt.wire import ErrorCode, TenantCreate, TenantUpdate
 
 
-def brand_json(t: Tenant) -> dict[str, Any]:
+def brand_json(t: Tenant) -> wire.BrandInfo:
     return {
         "brandName": t.brand_name or t.name,
         "accentColor": t.accent_color,
@@ -23,7 +26,7 @@ def brand_json(t: Tenant) -> dict[str, Any]:
     }
 
 
-def tenant_json(t: Tenant) -> dict[str, Any]:
+def tenant_json(t: Tenant) -> wire.Tenant:
     return {
         "tenantId": t.id,
         "name": t.name,
@@ -65,73 +68,65 @@ async def create(db: Database, settings: Settings, body: TenantCreate) -> tuple[
         created_at=now,
         updated_at=now,
     )
-    async with db.session() as s:
-        s.add(tenant)
-        await s.commit()
-    return tenant, key
+    return await Repo(db).insert_tenant(tenant), key
 
 
 async def list_all(db: Database) -> list[Tenant]:
-    async with db.session() as s:
-        rows = await s.exec(select(Tenant).order_by(col(Tenant.created_at)))
-        return list(rows.all())
+    return await Repo(db).list_tenants()
 
 
 async def get(db: Database, tenant_id: str) -> Tenant:
-    async with db.session() as s:
-        tenant = await s.get(Tenant, tenant_id)
+    tenant = await Repo(db).get_tenant(tenant_id)
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id!r}")
     return tenant
 
 
+def _changes(body: TenantUpdate) -> dict[str, object]:
+    """The columns a PATCH sets: only the fields it sends (a brand field sent as null
+    clears it; one left out keeps its value)."""
+    values: dict[str, object] = {}
+    if body.name is not None:
+        values["name"] = body.name
+    if body.maxSessions is not None:
+        values["max_sessions"] = body.maxSessions
+    if body.dailyMinutesCap is not None:
+        values["daily_minutes_cap"] = body.dailyMinutesCap
+    if body.brand is not None:
+        fields = body.brand.model_fields_set
+        if "brandName" in fields:
+            values["brand_name"] = body.brand.brandName
+        if "accentColor" in fields:
+            values["accent_color"] = body.brand.accentColor
+        if "logoUrl" in fields:
+            values["logo_url"] = body.brand.logoUrl
+    if body.allowedOrigins is not None:
+        values["allowed_origins"] = list(body.allowedOrigins)
+    if body.disabled is not None:
+        values["disabled"] = body.disabled
+    values["updated_at"] = time.time()
+    return values
+
+
 async def update(db: Database, tenant_id: str, body: TenantUpdate) -> Tenant:
-    async with db.session() as s:
-        tenant = await s.get(Tenant, tenant_id)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
-        if body.name is not None:
-            tenant.name = body.name
-        if body.maxSessions is not None:
-            tenant.max_sessions = body.maxSessions
-        if body.dailyMinutesCap is not None:
-            tenant.daily_minutes_cap = body.dailyMinutesCap
-        if body.brand is not None:
-            fields = body.brand.model_fields_set
-            if "brandName" in fields:
-                tenant.brand_name = body.brand.brandName
-            if "accentColor" in fields:
-                tenant.accent_color = body.brand.accentColor
-            if "logoUrl" in fields:
-                tenant.logo_url = body.brand.logoUrl
-        if body.allowedOrigins is not None:
-            tenant.allowed_origins = list(body.allowedOrigins)
-        if body.disabled is not None:
-            tenant.disabled = body.disabled
-        tenant.updated_at = time.time()
-        s.add(tenant)
-        await s.commit()
-        return tenant
+    tenant = await Repo(db).update_tenant(tenant_id, _changes(body))
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return tenant
 
 
 async def rotate_key(db: Database, tenant_id: str) -> tuple[Tenant, str]:
     """Replace the key; the old one stops working at once."""
     key = new_tenant_key()
-    async with db.session() as s:
-        tenant = await s.get(Tenant, tenant_id)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
-        tenant.key_hash = digest(key)
-        tenant.key_prefix = _key_prefix(key)
-        tenant.updated_at = time.time()
-        s.add(tenant)
-        await s.commit()
-        return tenant, key
+    changes = {"key_hash": digest(key), "key_prefix": _key_prefix(key), "updated_at": time.time()}
+    tenant = await Repo(db).update_tenant(tenant_id, changes)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return tenant, key
 
 
 async def find(db: Database, tenant_id: str) -> Tenant | None:
-    async with db.session() as s:
-        return await s.get(Tenant, tenant_id)
+    return await Repo(db).get_tenant(tenant_id)
 
 
 async def authenticate(db: Database, key: str | None) -> Tenant:
@@ -141,14 +136,12 @@ async def authenticate(db: Database, key: str | None) -> Tenant:
         Unauthorized: missing or unknown key, or a disabled tenant.
     """
     if not key:
-        raise Unauthorized("missing x-tenant-key header", code="MISSING_TENANT_KEY")
-    async with db.session() as s:
-        rows = await s.exec(select(Tenant).where(Tenant.key_hash == digest(key)))
-        tenant = rows.first()
+        raise Unauthorized("missing x-tenant-key header", code=ErrorCode.MISSING_TENANT_KEY)
+    tenant = await Repo(db).tenant_by_key_hash(digest(key))
     if tenant is None:
-        raise Unauthorized("invalid tenant key", code="INVALID_TENANT_KEY")
+        raise Unauthorized("invalid tenant key", code=ErrorCode.INVALID_TENANT_KEY)
     if tenant.disabled:
-        raise Unauthorized("this tenant is disabled", code="TENANT_DISABLED")
+        raise Unauthorized("this tenant is disabled", code=ErrorCode.TENANT_DISABLED)
     return tenant
 
 
@@ -164,4 +157,6 @@ def check_origin(tenant: Tenant, origin: str | None, *, own: str | None = None) 
     if own is not None and origin.rstrip("/") == own.rstrip("/"):
         return  # our own embed page, calling home
     if origin.rstrip("/") not in {a.rstrip("/") for a in allowed}:
-        raise Forbidden(f"origin {origin} is not allowed for this tenant", code="ORIGIN_FORBIDDEN")
+        raise Forbidden(
+            f"origin {origin} is not allowed for this tenant", code=ErrorCode.ORIGIN_FORBIDDEN
+        )

@@ -24,8 +24,10 @@ from conftest import (
     run_server,
     spawn_node,
 )
+from sqlmodel import select
 
 from mcustt.store.db import migrate
+from mcustt.store.models import Job
 
 STANDUP = json.loads((FIXTURES / "standup_en.json").read_text())
 
@@ -218,10 +220,6 @@ async def test_idempotency_sequential_concurrent_and_conflicting(server: Running
         a = await c.post("/api/transcribe-summary", json=small, headers=idem3)
         b = await c.post("/api/transcribe-summary", json=small, headers=idem3)
         assert a.status_code == b.status_code == 200 and a.json() == b.json()
-    from sqlmodel import select
-
-    from mcustt.store.models import Job
-
     async with server.state.db.session() as s:
         rows = (
             await s.exec(select(Job).where(Job.idempotency_key == idem2["Idempotency-Key"]))

@@ -12,10 +12,21 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from mcustt import tenants
-from mcustt.retention import end_abandoned, prune
+from mcustt.retention import Retention
 from mcustt.store.models import Job, Session, Summary, TranscriptLine
 
 DAY = 86400.0
+
+
+def housekeeping(state: Any) -> Retention:
+    """The node's housekeeping, built as the app builds it."""
+    return Retention(
+        state.repo,
+        state.pipelines.end_session,
+        retention_days=state.settings.retention_days,
+        abandon_after_s=state.settings.ingest_token_ttl_s,
+        interval_s=state.settings.retention_interval_s,
+    )
 
 
 async def add_lines(srv: Running, sid: str, n: int = 2) -> None:
@@ -42,7 +53,7 @@ async def counts(srv: Running, sid: str) -> dict[str, int]:
 
 async def set_times(srv: Running, sid: str, **values: Any) -> None:
     async with srv.state.db.session() as s:
-        await s.exec(update(Session).where(col(Session.id) == sid).values(**values))  # type: ignore[call-overload]
+        await s.exec(update(Session).where(col(Session.id) == sid).values(**values))
         await s.commit()
 
 
@@ -66,7 +77,7 @@ async def test_prune_deletes_old_ended_sessions_with_their_data(server: Running)
         assert before["lines"] == 2 and before["summaries"] == 1 and before["jobs"] >= 1
 
         # (>= 1: on PostgreSQL the database is shared with other tests)
-        assert await prune(server.state, now=now) >= 1
+        assert await housekeeping(server.state).prune(now=now) >= 1
 
         assert await counts(server, old["sessionId"]) == dict.fromkeys(before, 0)
         for path in ("", "/transcript"):
@@ -78,7 +89,7 @@ async def test_prune_deletes_old_ended_sessions_with_their_data(server: Running)
 
         # Once the recent one is as old, it goes too; the live one never does.
         await set_times(server, recent["sessionId"], ended_at=now - 30 * DAY - 60)
-        assert await prune(server.state, now=now) >= 1
+        assert await housekeeping(server.state).prune(now=now) >= 1
         error_of(await c.get(f"/api/sessions/{recent['sessionId']}", headers=key), 404)
         r = await c.get(f"/api/sessions/{live['sessionId']}/transcript", headers=key)
         assert r.status_code == 200 and r.json()["lineCount"] == 2
@@ -106,7 +117,7 @@ async def test_abandoned_sessions_are_ended_and_free_the_cap(server: Running) ->
         for doc in (abandoned, streaming):
             await set_times(server, doc["sessionId"], updated_at=long_ago)
 
-        assert await end_abandoned(state) >= 1  # PostgreSQL's database is shared
+        assert await housekeeping(state).end_abandoned() >= 1  # PostgreSQL's database is shared
 
         r = await c.get(f"/api/sessions/{abandoned['sessionId']}", headers=key)
         assert r.json()["status"] == "ended"

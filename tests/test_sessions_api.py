@@ -123,10 +123,11 @@ async def test_embed_token_with_tenant_key_or_owner_secret(server: Running) -> N
         doc = await create_session(c, t["apiKey"])
         sid = doc["sessionId"]
         minted = []
-        for kwargs in (
+        credentials: list[dict[str, Any]] = [
             {"headers": {"x-tenant-key": t["apiKey"]}},
             {"json": {"ownerSecret": doc["ownerSecret"]}},
-        ):
+        ]
+        for kwargs in credentials:
             r = await c.post(f"/api/sessions/{sid}/embed-token", **kwargs)
             assert r.status_code == 200, r.text
             fresh = r.json()

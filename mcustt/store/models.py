@@ -1,15 +1,23 @@
 """Tables. Times are unix seconds (float) so SQLite and PostgreSQL agree exactly.
 
+Statuses are typed with the wire's Literals (the column is a plain VARCHAR: ``sa_type``
+keeps SQLModel from trying to map a Literal), so a builder copies them out unconverted.
+
 Every change here needs an Alembic revision (``alembic/versions``); the server refuses
 to start on a database whose revision differs from the code's head.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
+
+from mcustt.wire import JobStatus, SessionStatus
+
+#: What a stored summary can be (the wire's ``none`` is the absence of a row).
+StoredSummaryStatus = Literal["pending", "ready", "failed"]
 
 
 class Meta(SQLModel, table=True):
@@ -48,7 +56,7 @@ class Session(SQLModel, table=True):
     source_lang: str = Field(default="en-US", max_length=35)
     auto_detect: bool = True
     #: "live" until ended (by stop, DELETE, daily cap, or abandonment); then "ended".
-    status: str = Field(default="live", max_length=16)
+    status: SessionStatus = Field(default="live", max_length=16, sa_type=AutoString(length=16))
     end_reason: str | None = Field(default=None, max_length=64)
     detected_lang: str | None = Field(default=None, max_length=35)
     owner_secret_hash: str = Field(max_length=64)
@@ -83,8 +91,9 @@ class TranscriptLine(SQLModel, table=True):
 class Summary(SQLModel, table=True):
     __tablename__ = "summaries"
     session_id: str = Field(primary_key=True, foreign_key="sessions.id", max_length=16)
-    #: "pending", "ready" or "failed"
-    status: str = Field(default="pending", max_length=16)
+    status: StoredSummaryStatus = Field(
+        default="pending", max_length=16, sa_type=AutoString(length=16)
+    )
     model: str | None = Field(default=None, max_length=100)
     lang: str | None = Field(default=None, max_length=35)
     content: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
@@ -103,8 +112,7 @@ class Job(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
     kind: str = Field(max_length=32)
-    #: "queued", "running", "ready" or "failed"
-    status: str = Field(default="queued", max_length=16)
+    status: JobStatus = Field(default="queued", max_length=16, sa_type=AutoString(length=16))
     session_id: str | None = Field(default=None, max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,262 @@
+"""Session rows: the capped insert, the single producer claim, ending, housekeeping.
+
+Capped writes take the tenant's row lock first (:func:`_lock_tenant`), then count, then
+write, all in one transaction: without the lock, 10 simultaneous creates all passed a
+cap of 3. The producer claim is ONE conditional UPDATE that burns the ingest token and
+takes the lease together, so two simultaneous connects with one token admit exactly one,
+on any node and on either database.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import delete, func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from mcustt.store.db import Database
+from mcustt.store.models import Job, Session, Summary, Tenant, TranscriptLine
+
+
+async def _lock_tenant(s: AsyncSession, tenant_id: str) -> None:
+    """Serialize a tenant's capped operations (maxSessions, concurrent ingest) until the
+    transaction ends: a no-op write on its row takes the row lock on PostgreSQL and the
+    write lock on SQLite, so a count taken after it cannot be overtaken by a concurrent
+    insert or claim."""
+    await s.exec(
+        update(Tenant).where(col(Tenant.id) == tenant_id).values(max_sessions=Tenant.max_sessions)
+    )
+
+
+@dataclass(frozen=True)
+class Capped:
+    """A write a per-tenant cap refused (nothing was written)."""
+
+    #: what the cap was checked against, counted under the tenant's row lock
+    count: int
+
+
+@dataclass(frozen=True)
+class ProducerClaim:
+    """What :meth:`SessionQueries.claim_producer` did.
+
+    ``claimed``: this caller burned the token and holds the lease (``session`` is the
+    updated row). ``capped``: the tenant is at its concurrent-ingest cap (``active``
+    producers on its other sessions); nothing was written. ``refused``: the conditional
+    update matched nothing; ``session`` is the row as it is now (None: no such session),
+    for the caller to explain why.
+    """
+
+    outcome: Literal["claimed", "capped", "refused"]
+    session: Session | None
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """Everything the session state document is built from, read in one transaction."""
+
+    session: Session
+    line_count: int
+    summary: Summary | None
+    tenant: Tenant | None
+
+
+class SessionQueries:
+    db: Database
+
+    async def insert_session(self, session: Session, *, max_live: int) -> Capped | None:
+        """Insert a live session unless its tenant already has ``max_live`` live ones."""
+        async with self.db.session() as s:
+            await _lock_tenant(s, session.tenant_id)
+            live = await s.scalar(
+                select(func.count())
+                .select_from(Session)
+                .where(Session.tenant_id == session.tenant_id, Session.status == "live")
+            )
+            if (live or 0) >= max_live:
+                return Capped(int(live or 0))  # leaving without commit releases the lock
+            s.add(session)
+            await s.commit()
+        return None
+
+    async def get_session(self, session_id: str) -> Session | None:
+        async with self.db.session() as s:
+            return await s.get(Session, session_id)
+
+    async def list_sessions(
+        self, tenant_id: str, *, status: str | None = None, limit: int = 500
+    ) -> list[Session]:
+        """A tenant's sessions, newest first."""
+        query = select(Session).where(Session.tenant_id == tenant_id)
+        if status:
+            query = query.where(Session.status == status)
+        async with self.db.session() as s:
+            rows = await s.exec(query.order_by(col(Session.created_at).desc()).limit(limit))
+            return list(rows.all())
+
+    async def set_ingest_jti(self, session_id: str, jti: str | None) -> None:
+        """Name the one ingest token that may still connect (replacing any unused one)."""
+        async with self.db.session() as s:
+            await s.exec(
+                update(Session)
+                .where(col(Session.id) == session_id)
+                .values(ingest_jti=jti, updated_at=time.time())
+            )
+            await s.commit()
+
+    async def set_detected_lang(self, session_id: str, lang: str) -> None:
+        async with self.db.session() as s:
+            await s.exec(
+                update(Session).where(col(Session.id) == session_id).values(detected_lang=lang)
+            )
+            await s.commit()
+
+    async def set_audio_ms(self, session_id: str, audio_ms: int) -> None:
+        async with self.db.session() as s:
+            await s.exec(
+                update(Session).where(col(Session.id) == session_id).values(audio_ms=audio_ms)
+            )
+            await s.commit()
+
+    # -- the producer claim ----------------------------------------------------------------
+
+    async def claim_producer(
+        self,
+        session_id: str,
+        *,
+        tenant_id: str,
+        jti: str | None,
+        producer_id: str,
+        lease_s: float,
+        max_active: int,
+    ) -> ProducerClaim:
+        """Burn the ingest token ``jti`` (when given) and take the producer lease for
+        ``lease_s``, in one conditional UPDATE, unless the tenant already has
+        ``max_active`` producers connected to its other sessions."""
+        now = time.time()
+        async with self.db.session() as s:
+            await _lock_tenant(s, tenant_id)
+            active = await s.scalar(
+                select(func.count())
+                .select_from(Session)
+                .where(
+                    Session.tenant_id == tenant_id,
+                    col(Session.producer_lease_until) > now,
+                    Session.id != session_id,
+                )
+            )
+            if (active or 0) >= max_active:
+                return ProducerClaim("capped", None, int(active or 0))
+            conds = [
+                col(Session.id) == session_id,
+                col(Session.status) == "live",
+                (col(Session.producer_id).is_(None)) | (col(Session.producer_lease_until) < now),
+            ]
+            if jti is not None:
+                conds.append(col(Session.ingest_jti) == jti)
+            values: dict[str, Any] = {
+                "producer_id": producer_id,
+                "producer_lease_until": now + lease_s,
+                "updated_at": now,
+            }
+            if jti is not None:
+                values["ingest_jti"] = None
+            result = await s.exec(update(Session).where(*conds).values(**values))
+            await s.commit()
+            session = await s.get(Session, session_id, populate_existing=True)
+        claimed = result.rowcount == 1
+        return ProducerClaim("claimed" if claimed else "refused", session, int(active or 0))
+
+    async def renew_producer(self, session_id: str, producer_id: str, *, lease_s: float) -> bool:
+        """Extend the lease by ``lease_s`` from now, if this producer still holds the claim."""
+        async with self.db.session() as s:
+            result = await s.exec(
+                update(Session)
+                .where(col(Session.id) == session_id, col(Session.producer_id) == producer_id)
+                .values(producer_lease_until=time.time() + lease_s)
+            )
+            await s.commit()
+            return bool(result.rowcount == 1)
+
+    async def release_producer(self, session_id: str, producer_id: str) -> None:
+        """Give up the claim, if this producer still holds it."""
+        async with self.db.session() as s:
+            await s.exec(
+                update(Session)
+                .where(col(Session.id) == session_id, col(Session.producer_id) == producer_id)
+                .values(producer_id=None, producer_lease_until=None, updated_at=time.time())
+            )
+            await s.commit()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    async def mark_ended(self, session_id: str, reason: str) -> bool:
+        """End a live session (idempotent). True if this call ended it."""
+        now = time.time()
+        async with self.db.session() as s:
+            result = await s.exec(
+                update(Session)
+                .where(col(Session.id) == session_id, col(Session.status) == "live")
+                .values(
+                    status="ended",
+                    end_reason=reason,
+                    ended_at=now,
+                    updated_at=now,
+                    ingest_jti=None,
+                )
+            )
+            await s.commit()
+            return bool(result.rowcount == 1)
+
+    async def session_snapshot(self, session_id: str) -> SessionSnapshot | None:
+        async with self.db.session() as s:
+            session = await s.get(Session, session_id, populate_existing=True)
+            if session is None:
+                return None
+            count = await s.scalar(
+                select(func.count())
+                .select_from(TranscriptLine)
+                .where(TranscriptLine.session_id == session_id)
+            )
+            summary = await s.get(Summary, session_id)
+            tenant = await s.get(Tenant, session.tenant_id)
+        return SessionSnapshot(session, int(count or 0), summary, tenant)
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def abandoned_sessions(self, *, idle_before: float, now: float) -> list[Session]:
+        """Live sessions untouched since ``idle_before`` whose producer lease (if any)
+        has passed."""
+        async with self.db.session() as s:
+            rows = await s.exec(
+                select(Session).where(
+                    col(Session.status) == "live",
+                    col(Session.updated_at) < idle_before,
+                    (col(Session.producer_lease_until).is_(None))
+                    | (col(Session.producer_lease_until) < now),
+                )
+            )
+            return list(rows.all())
+
+    async def delete_ended_sessions(self, *, ended_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` sessions ended before ``ended_before`` with their lines,
+        summaries and jobs, in one transaction; returns how many sessions went."""
+        async with self.db.session() as s:
+            rows = await s.exec(
+                select(Session.id)
+                .where(col(Session.status) == "ended", col(Session.ended_at) < ended_before)
+                .limit(limit)
+            )
+            ids = list(rows.all())
+            if not ids:
+                return 0
+            await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))
+            await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))
+            await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))
+            await s.exec(delete(Session).where(col(Session.id).in_(ids)))
+            await s.commit()
+        return len(ids)

@@ -1,0 +1,67 @@
+"""Session summary rows: pending while a job makes them, then ready or failed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcustt.store.db import Database
+from mcustt.store.models import Summary
+
+
+class SummaryQueries:
+    db: Database
+
+    async def get_summary(self, session_id: str) -> Summary | None:
+        async with self.db.session() as s:
+            return await s.get(Summary, session_id)
+
+    async def mark_summary_pending(self, session_id: str) -> None:
+        """Create the row, or reset it to pending (a regeneration): clears any error."""
+        now = time.time()
+        async with self.db.session() as s:
+            summary = await s.get(Summary, session_id)
+            if summary is None:
+                summary = Summary(session_id=session_id, updated_at=now)
+            summary.status = "pending"
+            summary.error = None
+            summary.updated_at = now
+            s.add(summary)
+            await s.commit()
+
+    async def save_summary(
+        self,
+        session_id: str,
+        *,
+        model: str,
+        lang: str,
+        content: dict[str, Any],
+        from_seq: int | None,
+        to_seq: int | None,
+    ) -> None:
+        """Store a ready summary (creating the row if needed)."""
+        async with self.db.session() as s:
+            summary = await s.get(Summary, session_id) or Summary(
+                session_id=session_id, updated_at=time.time()
+            )
+            summary.status = "ready"
+            summary.model = model
+            summary.lang = lang
+            summary.content = content
+            summary.error = None
+            summary.from_seq = from_seq
+            summary.to_seq = to_seq
+            summary.updated_at = time.time()
+            s.add(summary)
+            await s.commit()
+
+    async def mark_summary_failed(self, session_id: str, error: str) -> None:
+        """Record why it failed; a session without a summary row is left without one."""
+        async with self.db.session() as s:
+            summary = await s.get(Summary, session_id)
+            if summary is not None:
+                summary.status = "failed"
+                summary.error = error
+                summary.updated_at = time.time()
+                s.add(summary)
+                await s.commit()
