@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mcustt import api, logs
 from mcustt.config import Settings
@@ -166,9 +167,9 @@ async def startup(state: AppState) -> None:
     from mcustt.ingest.whip import WhipManager
     from mcustt.jobs import JobRunner
     from mcustt.limits import RateLimiter
-    from mcustt.pipeline import PipelineRegistry
+    from mcustt.pipeline import PipelineConfig, PipelineRegistry
     from mcustt.recognizers import load_recognizer
-    from mcustt.retention import retention_loop
+    from mcustt.retention import Retention
     from mcustt.sessions import SessionService
     from mcustt.store.db import Database, check_schema
     from mcustt.store.meta import jwt_secret
@@ -186,7 +187,7 @@ async def startup(state: AppState) -> None:
         ingest_ttl_s=s.ingest_token_ttl_s,
         read_ttl_s=s.read_token_ttl_s,
     )
-    state.sessions = SessionService(state.db, s, state.issuer)
+    state.sessions = SessionService(state.repo, s, state.issuer)
     state.limiter = RateLimiter(s)
     state.hub = Hub(s)
     await state.hub.start()
@@ -195,11 +196,37 @@ async def startup(state: AppState) -> None:
     state.summarizer = load_summarizer(s)
     state.usage = UsageMeter(state.repo)
     state.spawn(state.usage.run(), "usage")
-    state.pipelines = PipelineRegistry(state)
+    state.jobs = JobRunner(
+        state.repo,
+        state.summarizer,
+        lease_s=s.job_lease_s,
+        poll_s=s.job_poll_s,
+        metrics=state.metrics,
+        node_id=state.node_id,
+    )
+    state.pipelines = PipelineRegistry(
+        sessions=state.sessions,
+        hub=state.hub,
+        recognizer=state.recognizer,
+        store=state.repo,
+        usage=state.usage,
+        metrics=state.metrics,
+        config=PipelineConfig(
+            vad_aggressiveness=s.vad_aggressiveness,
+            max_utterance_ms=int(s.max_utterance_s * 1000),
+        ),
+        on_ended=state.jobs.enqueue_session_summary,
+    )
     state.whip = WhipManager(state)
-    state.jobs = JobRunner(state)
     state.jobs.start()
-    state.spawn(retention_loop(state), "retention")
+    retention = Retention(
+        state.repo,
+        state.pipelines.end_session,
+        retention_days=s.retention_days,
+        abandon_after_s=s.ingest_token_ttl_s,
+        interval_s=s.retention_interval_s,
+    )
+    state.spawn(retention.run(), "retention")
     log.info(
         "mcustt started",
         node_id=state.node_id,
@@ -265,6 +292,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             max_age=600,
         ),
     ]
+    if settings.trusted_proxies:
+        # Outermost, so everything after it sees the real client (rate limits key on it).
+        # uvicorn's own proxy_headers option stays off (it would trust 127.0.0.1 by
+        # default); this trusts exactly MCUSTT_TRUSTED_PROXIES.
+        middleware.insert(
+            0, Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_networks)
+        )
     app = Starlette(
         routes=routes(),
         middleware=middleware,

@@ -1,18 +1,31 @@
-"""Wire events (§5 server → client) and their once-per-node parsed form."""
+"""Wire events (§5 server → client): their builders, and their once-per-node parsed form.
+
+The shapes are :mod:`mcustt.wire`'s; the builders here are the only place the server
+makes them.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from mcustt.store.models import TranscriptLine
+from mcustt.wire import (
+    ChannelMessage,
+    ErrorEvent,
+    LanguageEvent,
+    PongEvent,
+    SessionEndEvent,
+    StopControl,
+    TranscriptEvent,
+)
 
 
-def dumps(obj: dict[str, Any]) -> str:
+def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def transcript(*, seq: int, text: str, is_final: bool, lang: str, ts: int) -> dict[str, Any]:
+def transcript(*, seq: int, text: str, is_final: bool, lang: str, ts: int) -> TranscriptEvent:
     return {
         "type": "transcript",
         "text": text,
@@ -23,23 +36,31 @@ def transcript(*, seq: int, text: str, is_final: bool, lang: str, ts: int) -> di
     }
 
 
-def line_event(line: TranscriptLine) -> dict[str, Any]:
+def line_event(line: TranscriptLine) -> TranscriptEvent:
     return transcript(seq=line.seq, text=line.text, is_final=True, lang=line.lang, ts=line.ts)
 
 
-def language(code: str) -> dict[str, Any]:
+def language(code: str) -> LanguageEvent:
     return {"type": "language", "code": code}
 
 
-def session_end(reason: str | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "session-end"}
+def session_end(reason: str | None = None) -> SessionEndEvent:
+    event: SessionEndEvent = {"type": "session-end"}
     if reason:
         event["reason"] = reason
     return event
 
 
-def error(code: str, message: str, *, fatal: bool) -> dict[str, Any]:
+def error(code: str, message: str, *, fatal: bool) -> ErrorEvent:
     return {"type": "error", "code": code, "message": message, "fatal": fatal}
+
+
+def pong(ts: Any) -> PongEvent:
+    return {"type": "pong", "ts": ts}
+
+
+def stop(reason: str) -> StopControl:
+    return {"type": "_stop", "reason": reason}
 
 
 class Event:
@@ -68,11 +89,6 @@ class Event:
         self._sse_message: dict[str, Any] | None = None
 
     @property
-    def internal(self) -> bool:
-        """Node-to-node control (``_``-prefixed type), never shown to viewers."""
-        return self.type.startswith("_")
-
-    @property
     def sse(self) -> bytes:
         if self._sse is None:
             lines = [f"event: {self.type}"]
@@ -98,5 +114,6 @@ class Event:
         return self._sse_message
 
     @classmethod
-    def make(cls, data: dict[str, Any]) -> Event:
-        return cls(dumps(data), data)
+    def make(cls, data: ChannelMessage) -> Event:
+        # A TypedDict is a plain dict at run time: shared as is, not copied.
+        return cls(dumps(data), cast(dict[str, Any], data))

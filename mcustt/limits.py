@@ -7,9 +7,7 @@ is one of ``MCUSTT_TRUSTED_PROXIES``.
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from limits import RateLimitItem, parse
@@ -20,7 +18,6 @@ from mcustt.config import Settings
 from mcustt.errors import RateLimited
 
 Rule = Literal["create_session", "summarize", "ws_upgrade"]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimiter:
@@ -58,30 +55,3 @@ class RateLimiter:
             timer = getattr(self.storage, "timer", None)
             if timer is not None:
                 timer.cancel()
-
-
-def parse_networks(items: Iterable[str]) -> list[Network]:
-    return [ipaddress.ip_network(item, strict=False) for item in items]
-
-
-def client_ip(peer: str | None, headers: Mapping[str, str], trusted: list[Network]) -> str:
-    """The client's address: the peer, or the right-most untrusted X-Forwarded-For hop."""
-    addr = peer or "unknown"
-    if not trusted or not _in(addr, trusted):
-        return addr
-    forwarded = headers.get("x-forwarded-for", "")
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    # Walk from the nearest hop: each trusted proxy vouches for the hop before it.
-    for hop in reversed(hops):
-        if not _in(hop, trusted):
-            return hop
-        addr = hop
-    return addr
-
-
-def _in(addr: str, nets: list[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in net for net in nets)

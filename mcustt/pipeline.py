@@ -17,23 +17,67 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from mcustt import events
 from mcustt.errors import MCUSTTError
-from mcustt.recognizers import Hypothesis, RecognizerError, RecognizerStream
-from mcustt.state import AppState
-from mcustt.store.models import Session, Tenant
+from mcustt.fanout import Hub
+from mcustt.metrics import Metrics
+from mcustt.recognizers import Hypothesis, Recognizer, RecognizerError, RecognizerStream
+from mcustt.sessions import SessionService
+from mcustt.store.models import Session, Tenant, TranscriptLine
 from mcustt.types import pcm_ms
 from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
+from mcustt.wire import ChannelMessage, CloseCode, ErrorCode, ProducerEvent, ServerEvent
 
 log = structlog.get_logger(__name__)
 
 #: Called with each event for the producer's own socket; must not block.
-Sink = Callable[[dict[str, Any]], None]
+Sink = Callable[[ProducerEvent], None]
+#: Publishes an event on a session's channel (the hub: every viewer, every node).
+Publish = Callable[[str, ChannelMessage], Awaitable[None]]
+
+
+class TranscriptStore(Protocol):
+    """What a pipeline writes (:class:`mcustt.store.repo.Repo` in the server)."""
+
+    async def append_final(
+        self,
+        session_id: str,
+        *,
+        seq: int,
+        text: str,
+        lang: str,
+        ts: int,
+        start_ms: int,
+        end_ms: int,
+        audio_ms: int,
+    ) -> TranscriptLine: ...
+
+    async def set_detected_lang(self, session_id: str, lang: str) -> None: ...
+
+    async def set_audio_ms(self, session_id: str, audio_ms: int) -> None: ...
+
+
+class Meter(Protocol):
+    """The node's usage meter (:class:`mcustt.usage.UsageMeter` in the server)."""
+
+    def add(self, tenant_id: str, audio_ms: int) -> int: ...
+
+    async def flush(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The settings a pipeline reads (from :class:`mcustt.config.Settings`)."""
+
+    vad_aggressiveness: int = 2
+    max_utterance_ms: int = 30_000
+
 
 #: audio buffered between transport and recognizer: room for a slow final (10 s)
 QUEUE_BYTES = 10 * 32_000
@@ -108,13 +152,34 @@ class AudioQueue:
 
 class DailyCapReached(MCUSTTError):
     status_code = 429
-    code = "DAILY_CAP_REACHED"
-    close_code = 1008
+    code = ErrorCode.DAILY_CAP_REACHED
+    close_code = CloseCode.POLICY_VIOLATION
 
 
 class SessionPipeline:
-    def __init__(self, state: AppState, session: Session, tenant: Tenant, sink: Sink) -> None:
-        self.state = state
+    """One session's audio → finals, on this node, for as long as its producer is here.
+
+    Its collaborators are passed in, so a test can build one with fakes and no server.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        tenant: Tenant,
+        sink: Sink,
+        *,
+        recognizer: Recognizer,
+        store: TranscriptStore,
+        publish: Publish,
+        usage: Meter,
+        metrics: Metrics,
+        config: PipelineConfig,
+    ) -> None:
+        self.recognizer = recognizer
+        self.store = store
+        self.publish = publish
+        self.usage = usage
+        self.metrics = metrics
         self.session_id = session.id
         self.tenant = tenant
         self.language = session.source_lang
@@ -129,8 +194,7 @@ class SessionPipeline:
         self._uncounted_ms = 0
         self._queue = AudioQueue(QUEUE_BYTES)
         self._segmenter = Segmenter(
-            aggressiveness=state.settings.vad_aggressiveness,
-            max_ms=int(state.settings.max_utterance_s * 1000),
+            aggressiveness=config.vad_aggressiveness, max_ms=config.max_utterance_ms
         )
         self._stream: RecognizerStream | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -229,8 +293,8 @@ class SessionPipeline:
                     raise item.exc  # type: ignore[union-attr]
             await self._end_utterance()
             self._bill()
-            await self.state.usage.flush()
-            await self.state.repo.set_audio_ms(self.session_id, self.audio_ms)
+            await self.usage.flush()
+            await self.store.set_audio_ms(self.session_id, self.audio_ms)
         except MCUSTTError as exc:
             self.failure = exc
             self.log.warning("pipeline stopped", code=exc.code, reason=exc.message)
@@ -238,7 +302,7 @@ class SessionPipeline:
             with contextlib.suppress(Exception):
                 self._bill()
             with contextlib.suppress(Exception):
-                await self.state.usage.flush()
+                await self.usage.flush()
         except Exception as exc:
             self.failure = RecognizerError(f"pipeline failed: {exc}")
             self.log.exception("pipeline crashed")
@@ -250,7 +314,7 @@ class SessionPipeline:
         if isinstance(ev, Start):
             await self._end_utterance()  # defensive: one stream at a time
             self._utt_start_ms = self._base_ms + ev.at_ms
-            self._stream = self.state.recognizer.open_stream(
+            self._stream = self.recognizer.open_stream(
                 language=self.language, auto_detect=self.auto_detect
             )
             stream = self._stream
@@ -311,7 +375,7 @@ class SessionPipeline:
         lang = hyp.lang or self.language
         if hyp.lang and hyp.lang != self.detected:
             self.detected = hyp.lang
-            await self.state.repo.set_detected_lang(self.session_id, hyp.lang)
+            await self.store.set_detected_lang(self.session_id, hyp.lang)
             # A session with a fixed language asked for no detection: no event for it.
             if self.auto_detect:
                 await self._emit(events.language(hyp.lang))
@@ -333,7 +397,7 @@ class SessionPipeline:
         start = utt_start_ms + (hyp.start_ms or 0)
         end = utt_start_ms + hyp.end_ms if hyp.end_ms is not None else self.audio_ms
         # Persist first: a final anyone has seen can always be replayed.
-        await self.state.repo.append_final(
+        await self.store.append_final(
             self.session_id,
             seq=seq,
             text=text,
@@ -344,15 +408,15 @@ class SessionPipeline:
             audio_ms=self.audio_ms,
         )
         self.next_seq = seq + 1
-        self.state.metrics.finals.inc()
+        self.metrics.finals.inc()
         if self._utt_end_wall:
-            self.state.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
+            self.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
         await self._emit(events.transcript(seq=seq, text=text, is_final=True, lang=lang, ts=now_ms))
 
-    async def _emit(self, event: dict[str, Any]) -> None:
+    async def _emit(self, event: ServerEvent) -> None:
         self.sink(event)
         try:
-            await self.state.hub.publish(self.session_id, event)
+            await self.publish(self.session_id, event)
         except Exception as exc:
             # Viewers catch up from the store on reconnect; the producer already has it.
             self.log.warning("publish failed", error=str(exc))
@@ -361,8 +425,8 @@ class SessionPipeline:
         ms, self._uncounted_ms = self._uncounted_ms, 0
         if ms <= 0:
             return
-        self.state.metrics.audio_seconds.inc(ms / 1000)
-        total = self.state.usage.add(self.tenant.id, ms)
+        self.metrics.audio_seconds.inc(ms / 1000)
+        total = self.usage.add(self.tenant.id, ms)
         if total >= self.tenant.daily_minutes_cap * 60_000:
             raise DailyCapReached(
                 f"the tenant's daily audio cap of {self.tenant.daily_minutes_cap} minutes "
@@ -371,12 +435,36 @@ class SessionPipeline:
 
 
 class PipelineRegistry:
-    """The pipelines whose producer is connected to this node."""
+    """The pipelines whose producer is connected to this node.
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    It owns each pipeline's lease keeper and the tasks that end sessions on another
+    node's request, and cancels them in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionService,
+        hub: Hub,
+        recognizer: Recognizer,
+        store: TranscriptStore,
+        usage: Meter,
+        metrics: Metrics,
+        config: PipelineConfig,
+        on_ended: Callable[[Session], Awaitable[object]],
+    ) -> None:
+        self.sessions = sessions
+        self.hub = hub
+        self.recognizer = recognizer
+        self.store = store
+        self.usage = usage
+        self.metrics = metrics
+        self.config = config
+        #: called once for each session this node ended (queues its summary)
+        self.on_ended = on_ended
         self._live: dict[str, SessionPipeline] = {}
         self._keepers: dict[str, asyncio.Task[None]] = {}
+        self._enders: set[asyncio.Task[None]] = set()
 
     def get(self, session_id: str) -> SessionPipeline | None:
         return self._live.get(session_id)
@@ -388,13 +476,23 @@ class PipelineRegistry:
         self, session: Session, tenant: Tenant, producer_id: str, sink: Sink
     ) -> SessionPipeline:
         """Start a pipeline for a session whose producer claim this node holds."""
-        pipeline = SessionPipeline(self.state, session, tenant, sink)
+        pipeline = SessionPipeline(
+            session,
+            tenant,
+            sink,
+            recognizer=self.recognizer,
+            store=self.store,
+            publish=self.hub.publish,
+            usage=self.usage,
+            metrics=self.metrics,
+            config=self.config,
+        )
         self._live[session.id] = pipeline
         pipeline.start()
         self._keepers[session.id] = asyncio.create_task(
             self._keep(session.id, producer_id), name=f"lease-{session.id}"
         )
-        self.state.metrics.producers.set(len(self._live))
+        self.metrics.producers.set(len(self._live))
         return pipeline
 
     async def release(self, pipeline: SessionPipeline, producer_id: str) -> None:
@@ -409,12 +507,12 @@ class PipelineRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         self._live.pop(session_id, None)
-        self.state.metrics.producers.set(len(self._live))
-        await self.state.sessions.release_producer(session_id, producer_id)
+        self.metrics.producers.set(len(self._live))
+        await self.sessions.release_producer(session_id, producer_id)
 
     async def _keep(self, session_id: str, producer_id: str) -> None:
         """Renew the producer lease, and obey a stop published by another node."""
-        viewer = await self.state.hub.join(session_id)
+        viewer = await self.hub.join(session_id)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -426,18 +524,23 @@ class PipelineRegistry:
                         pipeline = self._live.get(session_id)
                         if pipeline is not None:
                             reason = str(item.data.get("reason") or "deleted")
-                            asyncio.get_running_loop().call_soon(
-                                self.state.spawn,
-                                self._end_local(pipeline, reason),
-                                f"end-{session_id}",
-                            )
+                            # Not awaited here: ending finalizes the pipeline, which
+                            # ends this keeper (it is cancelled by _forget).
+                            self._spawn_end(pipeline, reason)
                     continue
-                await self.state.sessions.renew_producer(session_id, producer_id)
+                await self.sessions.renew_producer(session_id, producer_id)
         finally:
-            await self.state.hub.leave(viewer)
+            await self.hub.leave(viewer)
+
+    def _spawn_end(self, pipeline: SessionPipeline, reason: str) -> None:
+        task = asyncio.create_task(
+            self._end_local(pipeline, reason), name=f"end-{pipeline.session_id}"
+        )
+        self._enders.add(task)
+        task.add_done_callback(self._enders.discard)
 
     async def _end_local(self, pipeline: SessionPipeline, reason: str) -> None:
-        session = await self.state.sessions.get(pipeline.session_id)
+        session = await self.sessions.get(pipeline.session_id)
         if session is not None:
             await self.end_session(session, reason=reason)
 
@@ -447,32 +550,38 @@ class PipelineRegistry:
         pipeline = self._live.get(session.id)
         if pipeline is not None:
             await pipeline.close()
-        elif await self.state.sessions.producer_connected(session):
+        elif await self.sessions.producer_connected(session):
             # The producer is on another node: ask it to finalize first, so the last
             # final precedes session-end; take over if it does not answer in time.
-            await self.state.hub.publish(session.id, {"type": "_stop", "reason": reason})
+            await self.hub.publish(session.id, events.stop(reason))
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                fresh = await self.state.sessions.get(session.id)
+                fresh = await self.sessions.get(session.id)
                 if fresh is None or fresh.status == "ended":
                     return
                 await asyncio.sleep(0.1)
-        if await self.state.sessions.mark_ended(session.id, reason):
+        if await self.sessions.mark_ended(session.id, reason):
             log.info("session ended", session_id=session.id, reason=reason)
             end = events.session_end(reason)
             if pipeline is not None:
                 pipeline.sink(end)
             with contextlib.suppress(Exception):
-                await self.state.hub.publish(session.id, end)
-            await self.state.jobs.enqueue_session_summary(session)
+                await self.hub.publish(session.id, end)
+            await self.on_ended(session)
 
     async def aclose(self) -> None:
-        """Shutdown: finalize every local pipeline (bounded wait), release claims."""
+        """Shutdown: finalize every local pipeline (bounded wait), release claims, then
+        stop whatever is still ending a session for another node."""
         for session_id, pipeline in list(self._live.items()):
             try:
                 await asyncio.wait_for(pipeline.close(), timeout=10)
             except TimeoutError:
                 await pipeline.abort()
-            session = await self.state.sessions.get(session_id)
+            session = await self.sessions.get(session_id)
             if session is not None and session.producer_id:
                 await self._forget(session_id, session.producer_id)
+        for task in list(self._enders):
+            task.cancel()
+        for task in list(self._enders):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcustt.config import Settings
-from mcustt.limits import Network, RateLimiter, client_ip, parse_networks
+from mcustt.limits import RateLimiter
 from mcustt.metrics import Metrics
 from mcustt.tokens import random_id
 
@@ -38,7 +38,6 @@ class AppState:
     node_id: str = field(default_factory=lambda: "node_" + random_id(8))
     started_at: float = field(default_factory=time.time)
     metrics: Metrics = field(default_factory=Metrics)
-    trusted: list[Network] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Filled in by the lifespan:
     db: Database = None  # type: ignore[assignment]
@@ -54,12 +53,10 @@ class AppState:
     jobs: JobRunner = None  # type: ignore[assignment]
     whip: Any = None  # the WHIP manager, when WebRTC ingest is enabled
 
-    def __post_init__(self) -> None:
-        self.trusted = parse_networks(self.settings.trusted_proxies)
-
     def client_ip(self, conn: HTTPConnection) -> str:
-        peer = conn.client.host if conn.client else None
-        return client_ip(peer, conn.headers, self.trusted)
+        """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
+        has put the right-most untrusted X-Forwarded-For hop in the scope)."""
+        return conn.client.host if conn.client else "unknown"
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         """Start a background task owned by the app: cancelled at shutdown."""

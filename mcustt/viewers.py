@@ -27,12 +27,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
 from mcustt.api import read_token
+from mcustt.asgi import detach
 from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized, error_response
 from mcustt.events import Event
 from mcustt.fanout import PING, Viewer, relay
-from mcustt.server import detach
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session
+from mcustt.wire import CloseCode, CloseReason
 from mcustt.wsutil import reject
 
 log = structlog.get_logger(__name__)
@@ -72,7 +73,7 @@ async def authorize_viewer(
 
 class _Connection:
     """A viewer connection once it is set up, detached from the middleware stack (see
-    :class:`mcustt.server.Outermost`): a relay task sends the events (see
+    :class:`mcustt.asgi.Outermost`): a relay task sends the events (see
     :func:`mcustt.fanout.relay`) while the connection's own task waits for the peer to
     leave. Whichever side ends first ends the other."""
 
@@ -209,14 +210,14 @@ class _WsConnection(_Connection):
             if message["type"] == "websocket.disconnect":
                 return None
             if message.get("bytes") is not None:
-                return 1003, "BAD_REQUEST: subscribe sockets are read-only"
+                return CloseCode.UNSUPPORTED_DATA, "BAD_REQUEST: subscribe sockets are read-only"
 
     async def ended(self) -> None:
         kicked = self.viewer.kicked
         if kicked:
-            await self.close(1008, kicked.split(":")[0])
+            await self.close(CloseCode.POLICY_VIOLATION, kicked.split(":")[0])
         else:
-            await self.close(1000, "SESSION_ENDED")
+            await self.close(CloseCode.NORMAL, CloseReason.SESSION_ENDED)
 
     async def close(self, code: int, reason: str) -> None:
         # A close reason is limited to 123 bytes by RFC 6455.

@@ -65,9 +65,12 @@ class ErrorCode(enum.StrEnum):
     SESSION_CAP = "SESSION_CAP"
     INGEST_CAP = "INGEST_CAP"
     DAILY_CAP_REACHED = "DAILY_CAP_REACHED"
-    # audio frames (WebSocket)
+    # WebSocket frames and connections
     INVALID_AUDIO_FORMAT = "INVALID_AUDIO_FORMAT"
     FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    UNKNOWN_CONTROL = "UNKNOWN_CONTROL"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+    SERVER_SHUTDOWN = "SERVER_SHUTDOWN"
     # engines
     RECOGNIZER_FAILED = "RECOGNIZER_FAILED"
     SUMMARIZER_FAILED = "SUMMARIZER_FAILED"
@@ -486,11 +489,16 @@ class ErrorEvent(TypedDict):
 
 
 class PongEvent(TypedDict):
+    """The answer to ``{"type":"ping"}``; ``ts`` echoes the ping's (null if it had none)."""
+
     type: Literal["pong"]
+    ts: Any
 
 
-#: What a viewer or producer may receive (besides ``ready`` and ``pong``).
+#: What the session's channel carries to viewers and producers.
 ServerEvent = TranscriptEvent | LanguageEvent | SessionEndEvent | ErrorEvent
+#: Everything the ingest socket sends its producer.
+ProducerEvent = ReadyEvent | PongEvent | ServerEvent
 
 
 class StopControl(TypedDict):

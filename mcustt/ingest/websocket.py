@@ -12,7 +12,6 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -25,11 +24,12 @@ from mcustt.pipeline import DailyCapReached, SessionPipeline
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session, Tenant
 from mcustt.tokens import random_id
-from mcustt.wire import SessionCreate
+from mcustt.wire import CloseCode, CloseReason, ErrorCode, ProducerEvent, ReadyEvent, SessionCreate
 from mcustt.wsutil import close, reject
 
 log = structlog.get_logger(__name__)
 
+#: events queued for a producer that is not reading its socket, before echoes are dropped
 OUTBOX = 1000
 
 
@@ -38,7 +38,7 @@ class Admission:
     session: Session
     tenant: Tenant
     producer_id: str
-    ready: dict[str, Any]
+    ready: ReadyEvent
 
 
 async def admit(
@@ -66,7 +66,7 @@ async def admit(
         session = await state.sessions.claim_producer(
             claims.session_id, jti=claims.jti, producer_id=producer_id, tenant=tenant
         )
-        ready: dict[str, Any] = {"type": "ready", "sessionId": session.id}
+        ready: ReadyEvent = {"type": "ready", "sessionId": session.id}
     elif tenant_key:
         # Zero-ceremony (§3 option B): the socket creates its own session.
         tenant = await tenants.authenticate(state.db, tenant_key)
@@ -86,16 +86,14 @@ async def admit(
         session = await state.sessions.claim_producer(
             created.id, jti=None, producer_id=producer_id, tenant=tenant
         )
-        ready = {"type": "ready"} | {
-            k: doc[k]
-            for k in (
-                "sessionId",
-                "embedUrl",
-                "embedToken",
-                "subscribeUrl",
-                "subscribeToken",
-                "ownerSecret",
-            )
+        ready = {
+            "type": "ready",
+            "sessionId": doc["sessionId"],
+            "embedUrl": doc["embedUrl"],
+            "embedToken": doc["embedToken"],
+            "subscribeUrl": doc["subscribeUrl"],
+            "subscribeToken": doc["subscribeToken"],
+            "ownerSecret": doc["ownerSecret"],
         }
     else:
         raise Unauthorized(
@@ -140,15 +138,15 @@ class IngestConnection:
         self.ws = ws
         self.admission = admission
         self.session = admission.session
-        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
+        self.outbox: asyncio.Queue[ProducerEvent | None] = asyncio.Queue(OUTBOX)
         self.dropped = 0
         self.pipeline: SessionPipeline | None = None
         self.last_audio = time.monotonic()
         self.stopping = False
         self.session_ended = asyncio.Event()
 
-    def sink(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "session-end":
+    def sink(self, event: ProducerEvent) -> None:
+        if event["type"] == "session-end":
             self.session_ended.set()
         try:
             self.outbox.put_nowait(event)
@@ -160,7 +158,8 @@ class IngestConnection:
     async def run(self) -> None:
         state, session = self.state, self.session
         sender = asyncio.create_task(self._send_loop(), name=f"ingest-send-{session.id}")
-        close_code, close_reason = 1000, ""
+        close_code: int = CloseCode.NORMAL
+        close_reason: str = ""
         ended = False
         try:
             self.sink(self.admission.ready)
@@ -224,7 +223,7 @@ class IngestConnection:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
-                return 1000, "", False
+                return CloseCode.NORMAL, "", False
             data = message.get("bytes")
             if data is not None:
                 check_frame(data)
@@ -233,7 +232,7 @@ class IngestConnection:
                     await pipeline.push(data)
                 continue
             if await self._control(message.get("text") or ""):
-                return 1000, "STOP", True
+                return CloseCode.NORMAL, CloseReason.STOP, True
 
     async def _watchdog(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
         idle_s = self.state.settings.ingest_idle_timeout_s
@@ -241,12 +240,12 @@ class IngestConnection:
             remaining = self.last_audio + idle_s - time.monotonic()
             if remaining <= 0:
                 # The session stays live: the producer may resume with a fresh token.
-                return 1000, "IDLE_TIMEOUT", False
+                return CloseCode.NORMAL, CloseReason.IDLE_TIMEOUT, False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pipeline.finished.wait(), timeout=remaining)
                 break
         if pipeline.failure is not None:
-            return 1011, "PIPELINE_STOPPED", False
+            return CloseCode.INTERNAL_ERROR, CloseReason.PIPELINE_STOPPED, False
         if self.stopping:
             # Our own stop is ending the session; the receive loop reports it.
             await asyncio.Event().wait()
@@ -254,7 +253,7 @@ class IngestConnection:
         # so the producer gets it before the close.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.session_ended.wait(), timeout=10)
-        return 1000, "SESSION_ENDED", True
+        return CloseCode.NORMAL, CloseReason.SESSION_ENDED, True
 
     async def _control(self, text: str) -> bool:
         """Handle a control message; True when it was ``stop`` (session ended)."""
@@ -266,17 +265,19 @@ class IngestConnection:
                 raise BadRequest("a control message is a JSON object with a string 'type'")
         except (ValueError, BadRequest) as exc:
             message = exc.message if isinstance(exc, BadRequest) else f"malformed JSON: {exc}"
-            self.sink(events.error("BAD_REQUEST", message, fatal=False))
+            self.sink(events.error(ErrorCode.BAD_REQUEST, message, fatal=False))
             return False
         kind = msg["type"]
         if kind == "ping":
-            self.sink({"type": "pong", "ts": msg.get("ts")})
+            self.sink(events.pong(msg.get("ts")))
             return False
         if kind == "stop":
             self.stopping = True
             await self.state.pipelines.end_session(self.session, reason="stop")
             return True
         self.sink(
-            events.error("UNKNOWN_CONTROL", f"unknown control message type {kind!r}", fatal=False)
+            events.error(
+                ErrorCode.UNKNOWN_CONTROL, f"unknown control message type {kind!r}", fatal=False
+            )
         )
         return False

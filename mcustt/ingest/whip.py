@@ -81,6 +81,7 @@ from mcustt.ingest.websocket import Admission, admit
 from mcustt.pipeline import DailyCapReached, SessionPipeline
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Tenant
+from mcustt.wire import ProducerEvent
 
 log = structlog.get_logger(__name__)
 
@@ -532,8 +533,8 @@ class WhipManager:
                 return
 
 
-def _drop(event: dict[str, Any]) -> None:
-    pass
+def _drop(event: ProducerEvent) -> None:
+    """A WHIP producer has no channel for events: it reads them on /ws/subscribe or SSE."""
 
 
 async def _close_pc(pc: Any) -> None:
