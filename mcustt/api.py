@@ -17,7 +17,7 @@ from mcustt.errors import BadRequest, Forbidden, Unauthorized
 from mcustt.sessions import Credentials
 from mcustt.state import app_state
 from mcustt.store.models import Session, Tenant
-from mcustt.wire import OwnerSecretBody, SessionCreate, TenantCreate, TenantUpdate
+from mcustt.wire import ErrorCode, OwnerSecretBody, SessionCreate, TenantCreate, TenantUpdate
 
 log = structlog.get_logger(__name__)
 
@@ -34,14 +34,14 @@ def require_admin(request: Request) -> None:
     if not token:
         raise Forbidden(
             "the admin API is disabled: set MCUSTT_ADMIN_TOKEN to enable it",
-            code="ADMIN_DISABLED",
+            code=ErrorCode.ADMIN_DISABLED,
         )
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("missing admin bearer token", code="MISSING_ADMIN_TOKEN")
+        raise Unauthorized("missing admin bearer token", code=ErrorCode.MISSING_ADMIN_TOKEN)
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("invalid admin token", code="INVALID_ADMIN_TOKEN")
+        raise Unauthorized("invalid admin token", code=ErrorCode.INVALID_ADMIN_TOKEN)
 
 
 async def require_tenant(conn: HTTPConnection) -> Tenant:
@@ -95,7 +95,7 @@ async def _session_credentials(
     state = app_state(request)
     if "x-tenant-key" in request.headers:
         if not tenant:
-            raise Unauthorized("a tenant key cannot be used here", code="WRONG_CREDENTIAL")
+            raise Unauthorized("a tenant key cannot be used here", code=ErrorCode.WRONG_CREDENTIAL)
         t = await require_tenant(request)
         return Credentials("tenant", await state.sessions.get_for_tenant(t, session_id))
     secret = None
@@ -112,7 +112,7 @@ async def _session_credentials(
         if not read:
             raise Unauthorized(
                 "a read-only token cannot do this; use the tenant key or owner secret",
-                code="WRONG_TOKEN_SCOPE",
+                code=ErrorCode.WRONG_TOKEN_SCOPE,
             )
         session = await state.sessions.get_with_read_token(session_id, token)
         return Credentials("read", session)
@@ -125,7 +125,9 @@ async def _session_credentials(
         )
         if ok
     ]
-    raise Unauthorized("missing credentials: send " + " or ".join(accepted), code="UNAUTHORIZED")
+    raise Unauthorized(
+        "missing credentials: send " + " or ".join(accepted), code=ErrorCode.UNAUTHORIZED
+    )
 
 
 # -- health (§14) --------------------------------------------------------------------

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from starlette.applications import Starlette
@@ -17,30 +14,20 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from mcustt import api, logs
+from mcustt import api, docs_page, logs, openapi, summary_api, viewers, webui
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError, error_response
-from mcustt.state import AppState
+from mcustt.ingest import websocket as ingest_ws
+from mcustt.ingest import whip
+from mcustt.ingest.whip import WhipManager
+from mcustt.state import AppState, open_state
+from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
 
 log = structlog.get_logger(__name__)
-
-HTTP_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "UNPROCESSABLE",
-    429: "RATE_LIMITED",
-    503: "UNAVAILABLE",
-}
 
 
 class RequestContext:
@@ -93,7 +80,7 @@ async def mcustt_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    code = HTTP_STATUS_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404:
         message = f"no route for {request.url.path}"
@@ -109,15 +96,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", path=request.url.path)
     return JSONResponse(
-        {"error": {"code": "INTERNAL", "message": "internal server error"}}, status_code=500
+        {"error": {"code": ErrorCode.INTERNAL, "message": "internal server error"}},
+        status_code=500,
     )
 
 
-def routes() -> list[Any]:
-    from mcustt import docs_page, openapi, summary_api, viewers, webui
-    from mcustt.ingest import websocket as ingest_ws
-    from mcustt.ingest import whip
-
+def routes() -> list[BaseRoute]:
     return [
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route("/docs", docs_page.docs_page, methods=["GET"]),
@@ -154,117 +138,23 @@ def routes() -> list[Any]:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    state: AppState = app.state.mcustt
-    await startup(state)
-    try:
-        yield
-    finally:
-        await shutdown(state)
-
-
-async def startup(state: AppState) -> None:
-    from mcustt.fanout import Hub
-    from mcustt.ingest.whip import WhipManager
-    from mcustt.jobs import JobRunner
-    from mcustt.limits import RateLimiter
-    from mcustt.pipeline import PipelineConfig, PipelineRegistry
-    from mcustt.recognizers import load_recognizer
-    from mcustt.retention import Retention
-    from mcustt.sessions import SessionService
-    from mcustt.store.db import Database, check_schema
-    from mcustt.store.meta import jwt_secret
-    from mcustt.store.repo import Repo
-    from mcustt.summarizers import load_summarizer
-    from mcustt.tokens import TokenIssuer
-    from mcustt.usage import UsageMeter
-
-    s = state.settings
-    state.db = Database(s.database_url)
-    await check_schema(state.db, migrate_on_start=s.migrate_on_start)
-    state.repo = Repo(state.db)
-    state.issuer = TokenIssuer(
-        s.jwt_secret or await jwt_secret(state.db),
-        ingest_ttl_s=s.ingest_token_ttl_s,
-        read_ttl_s=s.read_token_ttl_s,
-    )
-    state.sessions = SessionService(state.repo, s, state.issuer)
-    state.limiter = RateLimiter(s)
-    state.hub = Hub(s)
-    await state.hub.start()
-    state.recognizer = load_recognizer(s)
-    await state.recognizer.start()
-    state.summarizer = load_summarizer(s)
-    state.usage = UsageMeter(state.repo)
-    state.spawn(state.usage.run(), "usage")
-    state.jobs = JobRunner(
-        state.repo,
-        state.summarizer,
-        lease_s=s.job_lease_s,
-        poll_s=s.job_poll_s,
-        metrics=state.metrics,
-        node_id=state.node_id,
-    )
-    state.pipelines = PipelineRegistry(
-        sessions=state.sessions,
-        hub=state.hub,
-        recognizer=state.recognizer,
-        store=state.repo,
-        usage=state.usage,
-        metrics=state.metrics,
-        config=PipelineConfig(
-            vad_aggressiveness=s.vad_aggressiveness,
-            max_utterance_ms=int(s.max_utterance_s * 1000),
-        ),
-        on_ended=state.jobs.enqueue_session_summary,
-    )
-    state.whip = WhipManager(state)
-    state.jobs.start()
-    retention = Retention(
-        state.repo,
-        state.pipelines.end_session,
-        retention_days=s.retention_days,
-        abandon_after_s=s.ingest_token_ttl_s,
-        interval_s=s.retention_interval_s,
-    )
-    state.spawn(retention.run(), "retention")
-    log.info(
-        "mcustt started",
-        node_id=state.node_id,
-        recognizer=s.recognizer,
-        summarizer=s.summarizer,
-        broker=state.hub.broker.name,
-    )
-
-
-async def shutdown(state: AppState) -> None:
-    # 1. Stop taking audio: hang up WebRTC peers and finalize live pipelines so every
-    #    final already recognized is persisted.
-    if state.whip is not None:
-        await state.whip.aclose()
-    if state.pipelines is not None:
-        await state.pipelines.aclose()
-    # 2. Stop background work; a job cut short is re-run after its lease by any node.
-    if state.jobs is not None:
-        await state.jobs.aclose()
-    for task in list(state.tasks):
-        task.cancel()
-    for task in list(state.tasks):
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    # Usage the pipelines counted since the last write (they are all finalized now).
-    if state.usage is not None:
-        await state.usage.aclose()
-    # 3. Disconnect viewers, then engines and connections.
-    if state.hub is not None:
-        await state.hub.aclose()
-    if state.recognizer is not None:
-        await state.recognizer.aclose()
-    if state.summarizer is not None:
-        await state.summarizer.aclose()
-    if state.limiter is not None:
-        await state.limiter.aclose()
-    if state.db is not None:
-        await state.db.aclose()
+    """Start every service, serve, then stop in reverse order (see
+    :func:`mcustt.state.open_state`); WebRTC peers are hung up first of all."""
+    settings: Settings = app.state.settings
+    async with open_state(settings) as state:
+        peers = WhipManager(state)
+        app.state.mcustt, app.state.whip = state, peers
+        log.info(
+            "mcustt started",
+            node_id=state.node_id,
+            recognizer=settings.recognizer,
+            summarizer=settings.summarizer,
+            broker=state.hub.broker.name,
+        )
+        try:
+            yield
+        finally:
+            await peers.aclose()
     log.info("mcustt stopped", node_id=state.node_id)
 
 
@@ -309,5 +199,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             Exception: server_error,
         },
     )
-    app.state.mcustt = AppState(settings)
+    app.state.settings = settings
     return app

@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mcustt.errors import MCUSTTError
+from mcustt.wire import ErrorCode
 
 
 class ConfigError(MCUSTTError):
-    code = "CONFIG"
+    code = ErrorCode.CONFIG
 
 
 def _bool(raw: str) -> bool:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import structlog
 
@@ -72,7 +72,7 @@ async def run_batch(summarizer: Summarizer, payload: dict[str, Any]) -> wire.Bat
     if "summary" in req.want:
         summary = await summarizer.summarize(lines, lang=lang)
         # to_json builds exactly the wire's SummaryContent (it predates the wire types).
-        result["summary"] = cast(wire.SummaryContent, summary.content.to_json())
+        result["summary"] = summary.content.to_json()
         result["model"] = summary.model
     return result
 
@@ -131,7 +131,7 @@ class JobRunner:
         self,
         *,
         tenant_id: str,
-        kind: str,
+        kind: wire.JobKind,
         payload: dict[str, Any],
         session_id: str | None = None,
         idempotency_key: str | None = None,

@@ -24,7 +24,7 @@ from typing import Protocol
 import structlog
 
 from mcustt import events
-from mcustt.errors import MCUSTTError
+from mcustt.errors import DailyCapReached, MCUSTTError
 from mcustt.fanout import Hub
 from mcustt.metrics import Metrics
 from mcustt.recognizers import Hypothesis, Recognizer, RecognizerError, RecognizerStream
@@ -32,7 +32,7 @@ from mcustt.sessions import SessionService
 from mcustt.store.models import Session, Tenant, TranscriptLine
 from mcustt.types import pcm_ms
 from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
-from mcustt.wire import ChannelMessage, CloseCode, ErrorCode, ProducerEvent, ServerEvent
+from mcustt.wire import ChannelMessage, ProducerEvent, ServerEvent
 
 log = structlog.get_logger(__name__)
 
@@ -148,12 +148,6 @@ class AudioQueue:
             if self._bytes < self._max:
                 self._writable.set()
         return item
-
-
-class DailyCapReached(MCUSTTError):
-    status_code = 429
-    code = ErrorCode.DAILY_CAP_REACHED
-    close_code = CloseCode.POLICY_VIOLATION
 
 
 class SessionPipeline:

@@ -1,76 +1,165 @@
-"""The app's live state in one explicit object (uvicorn's ``ServerState`` pattern).
+"""The node's services in one explicit object (uvicorn's ``ServerState`` pattern).
 
-Everything with a lifetime (database, broker, engines, producers, tasks) hangs here,
-created in the lifespan's startup and closed in its shutdown, in order.
+:func:`open_state` builds every service completely, in dependency order, and closes
+them in the reverse order when it exits (one ``AsyncExitStack``): a service is never
+seen half-built, and a start-up that fails half-way closes what it had opened. The
+transports (REST handlers, sockets, WHIP) reach it with :func:`app_state`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from starlette.requests import HTTPConnection
 
 from mcustt.config import Settings
+from mcustt.fanout import Hub
+from mcustt.jobs import JobRunner
 from mcustt.limits import RateLimiter
 from mcustt.metrics import Metrics
-from mcustt.tokens import random_id
+from mcustt.pipeline import PipelineConfig, PipelineRegistry
+from mcustt.recognizers import Recognizer, load_recognizer
+from mcustt.retention import Retention
+from mcustt.sessions import SessionService
+from mcustt.store.db import Database, check_schema
+from mcustt.store.meta import jwt_secret
+from mcustt.store.repo import Repo
+from mcustt.summarizers import Summarizer, load_summarizer
+from mcustt.tokens import TokenIssuer, random_id
+from mcustt.usage import UsageMeter
 
-if TYPE_CHECKING:
-    from starlette.requests import HTTPConnection
-
-    from mcustt.fanout import Hub
-    from mcustt.jobs import JobRunner
-    from mcustt.pipeline import PipelineRegistry
-    from mcustt.recognizers import Recognizer
-    from mcustt.sessions import SessionService
-    from mcustt.store.db import Database
-    from mcustt.store.repo import Repo
-    from mcustt.summarizers import Summarizer
-    from mcustt.tokens import TokenIssuer
-    from mcustt.usage import UsageMeter
+log = structlog.get_logger(__name__)
 
 
 @dataclass
 class AppState:
     settings: Settings
-    node_id: str = field(default_factory=lambda: "node_" + random_id(8))
-    started_at: float = field(default_factory=time.time)
-    metrics: Metrics = field(default_factory=Metrics)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # Filled in by the lifespan:
-    db: Database = None  # type: ignore[assignment]
-    repo: Repo = None  # type: ignore[assignment]
-    issuer: TokenIssuer = None  # type: ignore[assignment]
-    sessions: SessionService = None  # type: ignore[assignment]
-    limiter: RateLimiter = None  # type: ignore[assignment]
-    hub: Hub = None  # type: ignore[assignment]
-    recognizer: Recognizer = None  # type: ignore[assignment]
-    summarizer: Summarizer = None  # type: ignore[assignment]
-    pipelines: PipelineRegistry = None  # type: ignore[assignment]
-    usage: UsageMeter = None  # type: ignore[assignment]
-    jobs: JobRunner = None  # type: ignore[assignment]
-    whip: Any = None  # the WHIP manager, when WebRTC ingest is enabled
+    node_id: str
+    metrics: Metrics
+    db: Database
+    repo: Repo
+    issuer: TokenIssuer
+    sessions: SessionService
+    limiter: RateLimiter
+    hub: Hub
+    recognizer: Recognizer
+    summarizer: Summarizer
+    usage: UsageMeter
+    jobs: JobRunner
+    pipelines: PipelineRegistry
 
     def client_ip(self, conn: HTTPConnection) -> str:
         """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
         has put the right-most untrusted X-Forwarded-For hop in the scope)."""
         return conn.client.host if conn.client else "unknown"
 
-    def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        """Start a background task owned by the app: cancelled at shutdown."""
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+
+@asynccontextmanager
+async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+    """Every service of a node, started; closed in reverse order on exit."""
+    s = settings
+    async with AsyncExitStack() as stack:
+        db = Database(s.database_url)
+        stack.push_async_callback(db.aclose)
+        await check_schema(db, migrate_on_start=s.migrate_on_start)
+        repo = Repo(db)
+        issuer = TokenIssuer(
+            s.jwt_secret or await jwt_secret(db),
+            ingest_ttl_s=s.ingest_token_ttl_s,
+            read_ttl_s=s.read_token_ttl_s,
+        )
+        sessions = SessionService(repo, s, issuer)
+        limiter = RateLimiter(s)
+        stack.push_async_callback(limiter.aclose)
+        summarizer = load_summarizer(s)
+        stack.push_async_callback(summarizer.aclose)
+        recognizer = load_recognizer(s)
+        await recognizer.start()
+        stack.push_async_callback(recognizer.aclose)
+        hub = Hub(s)
+        await hub.start()
+        # Viewers are disconnected after every pipeline has published its last final.
+        stack.push_async_callback(hub.aclose)
+        usage = UsageMeter(repo)
+        # Writes what the pipelines counted since the last write (they are all
+        # finalized by then).
+        stack.push_async_callback(usage.aclose)
+        await stack.enter_async_context(_task(usage.run(), "usage"))
+        node_id = "node_" + random_id(8)
+        metrics = Metrics()
+        jobs = JobRunner(
+            repo,
+            summarizer,
+            lease_s=s.job_lease_s,
+            poll_s=s.job_poll_s,
+            metrics=metrics,
+            node_id=node_id,
+        )
+        # A job cut short is re-run after its lease, by any node.
+        stack.push_async_callback(jobs.aclose)
+        pipelines = PipelineRegistry(
+            sessions=sessions,
+            hub=hub,
+            recognizer=recognizer,
+            store=repo,
+            usage=usage,
+            metrics=metrics,
+            config=PipelineConfig(
+                vad_aggressiveness=s.vad_aggressiveness,
+                max_utterance_ms=int(s.max_utterance_s * 1000),
+            ),
+            on_ended=jobs.enqueue_session_summary,
+        )
+        # First to close of the services: live pipelines finalize, so every final
+        # already recognized is persisted (and its summary queued).
+        stack.push_async_callback(pipelines.aclose)
+        retention = Retention(
+            repo,
+            pipelines.end_session,
+            retention_days=s.retention_days,
+            abandon_after_s=s.ingest_token_ttl_s,
+            interval_s=s.retention_interval_s,
+        )
+        await stack.enter_async_context(_task(retention.run(), "retention"))
+        jobs.start()
+        yield AppState(
+            settings=s,
+            node_id=node_id,
+            metrics=metrics,
+            db=db,
+            repo=repo,
+            issuer=issuer,
+            sessions=sessions,
+            limiter=limiter,
+            hub=hub,
+            recognizer=recognizer,
+            summarizer=summarizer,
+            usage=usage,
+            jobs=jobs,
+            pipelines=pipelines,
+        )
+
+
+@asynccontextmanager
+async def _task(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """A background loop owned by the exit stack: cancelled (and awaited) on exit."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 def app_state(conn: HTTPConnection) -> AppState:
-    """The app's state, from any request or WebSocket of the app."""
+    """The node's services, from any request or WebSocket of the app (set by the
+    lifespan for as long as the app serves)."""
     state: AppState = conn.app.state.mcustt
     return state
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(48)

@@ -20,6 +20,7 @@ from typing import Literal
 import jwt
 
 from mcustt.errors import Unauthorized
+from mcustt.wire import ErrorCode
 
 Scope = Literal["ingest", "embed", "subscribe"]
 READ_SCOPES: frozenset[str] = frozenset({"embed", "subscribe"})
@@ -98,13 +99,13 @@ class TokenIssuer:
                 options={"require": ["exp", "sub", "jti", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("token expired", code="TOKEN_EXPIRED") from None
+            raise Unauthorized("token expired", code=ErrorCode.TOKEN_EXPIRED) from None
         except jwt.PyJWTError:
-            raise Unauthorized("invalid token", code="INVALID_TOKEN") from None
+            raise Unauthorized("invalid token", code=ErrorCode.INVALID_TOKEN) from None
         scope = data.get("scope")
         if scope not in scopes or scope not in ("ingest", "embed", "subscribe"):
             raise Unauthorized(
-                f"token scope {scope!r} is not allowed here", code="WRONG_TOKEN_SCOPE"
+                f"token scope {scope!r} is not allowed here", code=ErrorCode.WRONG_TOKEN_SCOPE
             )
         return Claims(
             str(data["sub"]), str(data.get("tid", "")), scope, str(data["jti"]), int(data["exp"])

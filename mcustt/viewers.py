@@ -33,7 +33,7 @@ from mcustt.events import Event
 from mcustt.fanout import PING, Viewer, relay
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session
-from mcustt.wire import CloseCode, CloseReason
+from mcustt.wire import CloseCode, CloseReason, ErrorCode
 from mcustt.wsutil import reject
 
 log = structlog.get_logger(__name__)
@@ -56,16 +56,16 @@ async def authorize_viewer(
 ) -> Session:
     """A read token for an existing session, from an allowed origin."""
     if not token:
-        raise Unauthorized("missing read token", code="UNAUTHORIZED")
+        raise Unauthorized("missing read token", code=ErrorCode.UNAUTHORIZED)
     claims = state.issuer.verify(token, scopes={"embed", "subscribe"})
     if session_id is not None and claims.session_id != session_id:
-        raise Unauthorized("this token is for another session", code="INVALID_TOKEN")
+        raise Unauthorized("this token is for another session", code=ErrorCode.INVALID_TOKEN)
     session = await state.sessions.get(claims.session_id)
     if session is None:
-        raise NotFound("no such session", code="SESSION_NOT_FOUND")
+        raise NotFound("no such session", code=ErrorCode.SESSION_NOT_FOUND)
     tenant = await tenants.find(state.db, session.tenant_id)
     if tenant is None or tenant.disabled:
-        raise Unauthorized("the tenant of this session is disabled", code="TENANT_DISABLED")
+        raise Unauthorized("the tenant of this session is disabled", code=ErrorCode.TENANT_DISABLED)
     tenants.check_origin(tenant, conn.headers.get("origin"), own=state.settings.public_url)
     structlog.contextvars.bind_contextvars(session_id=session.id, tenant_id=tenant.id)
     return session

@@ -119,9 +119,9 @@ class CloseReason(enum.StrEnum):
 
 
 SessionStatus = Literal["live", "ended"]
-SummaryStatus = Literal["none", "pending", "ready", "failed"]
+SummaryStatus = Literal["pending", "ready", "failed"]
 JobStatus = Literal["queued", "running", "ready", "failed"]
-JobKind = Literal["session_summary", "batch"]
+JobKind = Literal["session_summary", "batch_summary"]
 ReadyStatus = Literal["ready", "unready"]
 Want = Literal["summary", "transcript"]
 
@@ -413,7 +413,7 @@ class JobAccepted(TypedDict):
 
 class Job(TypedDict):
     jobId: str
-    kind: str
+    kind: JobKind
     status: JobStatus
     result: dict[str, Any] | None
     error: str | None

@@ -526,7 +526,6 @@ async def _demo(
     admin = settings.admin_token or secrets.token_urlsafe(24)
     settings = replace(settings, admin_token=admin)
     config = uvicorn_config(settings, host=host, port=port)
-    state = cast(Any, config.app).state.mcustt
     server = uvicorn.Server(config)
     console.print(f"[bold]mcustt demo[/]: starting the server on {settings.public_url} …")
     served = asyncio.create_task(server.serve(), name="mcustt-demo-server")
@@ -541,6 +540,8 @@ async def _demo(
         )
 
     async def show() -> None:
+        # The services exist once the server has started (its lifespan builds them).
+        state = cast(Any, config.app).state.mcustt
         key = await _demo_tenant_key(state, settings, Path("var") / "demo-tenant-key")
         async with Client(settings.public_url, tenant_key=key) as client:
             session = await client.create_session(title="Demo: billing page standup")

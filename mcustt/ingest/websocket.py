@@ -18,9 +18,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
 from mcustt.bodies import validate
-from mcustt.errors import BadRequest, FrameTooLarge, MCUSTTError, RateLimited, Unauthorized
+from mcustt.errors import (
+    BadRequest,
+    DailyCapReached,
+    FrameTooLarge,
+    MCUSTTError,
+    RateLimited,
+    Unauthorized,
+)
 from mcustt.ingest.audio import MAX_CONTROL_BYTES, check_frame
-from mcustt.pipeline import DailyCapReached, SessionPipeline
+from mcustt.pipeline import SessionPipeline
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session, Tenant
 from mcustt.tokens import random_id
@@ -60,7 +67,7 @@ async def admit(
         tenant = await tenants.find(state.db, claims.tenant_id)
         if tenant is None or tenant.disabled:
             raise Unauthorized(
-                "the tenant of this token is disabled or gone", code="TENANT_DISABLED"
+                "the tenant of this token is disabled or gone", code=ErrorCode.TENANT_DISABLED
             )
         await check_daily_cap(state, tenant)
         session = await state.sessions.claim_producer(
@@ -97,7 +104,7 @@ async def admit(
         }
     else:
         raise Unauthorized(
-            "send ?token=INGEST_TOKEN or an x-tenant-key header", code="UNAUTHORIZED"
+            "send ?token=INGEST_TOKEN or an x-tenant-key header", code=ErrorCode.UNAUTHORIZED
         )
     return Admission(session, tenant, producer_id, ready)
 
@@ -107,7 +114,7 @@ async def check_daily_cap(state: AppState, tenant: Tenant) -> None:
     if used >= tenant.daily_minutes_cap * 60_000:
         raise RateLimited(
             f"the tenant's daily audio cap of {tenant.daily_minutes_cap} minutes is reached",
-            code="DAILY_CAP_REACHED",
+            code=ErrorCode.DAILY_CAP_REACHED,
             retry_after=3600,
         )
 

@@ -75,13 +75,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcustt import tenants
-from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized, Unavailable
+from mcustt.errors import (
+    BadRequest,
+    DailyCapReached,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from mcustt.ingest.audio import PcmResampler
 from mcustt.ingest.websocket import Admission, admit
-from mcustt.pipeline import DailyCapReached, SessionPipeline
-from mcustt.state import AppState, app_state
+from mcustt.pipeline import SessionPipeline
+from mcustt.state import AppState
 from mcustt.store.models import Tenant
-from mcustt.wire import ProducerEvent
+from mcustt.wire import ErrorCode, ProducerEvent
 
 log = structlog.get_logger(__name__)
 
@@ -94,21 +103,6 @@ SHUTDOWN_TIMEOUT_S = 15.0
 
 #: Causes that end the session (see the module docstring); every other one releases.
 ENDING = frozenset({"track-ended", "peer-closed", "peer-failed", "deleted"})
-
-
-class UnsupportedMediaType(MCUSTTError):
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
-
-
-class PayloadTooLarge(MCUSTTError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
-
-
-class MethodNotAllowed(MCUSTTError):
-    status_code = 405
-    code = "METHOD_NOT_ALLOWED"
 
 
 # -- gathering on chosen addresses --------------------------------------------------------
@@ -350,7 +344,7 @@ class WhipManager:
             tenant = await tenants.authenticate(self.state.db, tenant_key)
         else:
             raise Unauthorized(
-                "send ?token=INGEST_TOKEN or an x-tenant-key header", code="UNAUTHORIZED"
+                "send ?token=INGEST_TOKEN or an x-tenant-key header", code=ErrorCode.UNAUTHORIZED
             )
         if tenant is not None:
             tenants.check_origin(
@@ -548,7 +542,8 @@ async def _close_pc(pc: Any) -> None:
 
 
 def _manager(request: Request) -> WhipManager:
-    whip = app_state(request).whip
+    # Set by the app's lifespan next to the services (mcustt.app), for as long as it serves.
+    whip = getattr(request.app.state, "whip", None)
     if not isinstance(whip, WhipManager):
         raise Unavailable("WebRTC ingest is not running on this node", retry_after=5)
     return whip

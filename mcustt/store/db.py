@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mcustt.config import ConfigError
 from mcustt.resources import ALEMBIC_DIR
+from mcustt.wire import ErrorCode
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +147,7 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 
 class SchemaMismatch(ConfigError):
-    code = "SCHEMA_MISMATCH"
+    code = ErrorCode.SCHEMA_MISMATCH
 
 
 async def check_schema(db: Database, *, migrate_on_start: bool) -> None:

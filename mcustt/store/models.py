@@ -9,15 +9,12 @@ to start on a database whose revision differs from the code's head.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
 
-from mcustt.wire import JobStatus, SessionStatus
-
-#: What a stored summary can be (the wire's ``none`` is the absence of a row).
-StoredSummaryStatus = Literal["pending", "ready", "failed"]
+from mcustt.wire import JobKind, JobStatus, SessionStatus, SummaryStatus
 
 
 class Meta(SQLModel, table=True):
@@ -91,9 +88,7 @@ class TranscriptLine(SQLModel, table=True):
 class Summary(SQLModel, table=True):
     __tablename__ = "summaries"
     session_id: str = Field(primary_key=True, foreign_key="sessions.id", max_length=16)
-    status: StoredSummaryStatus = Field(
-        default="pending", max_length=16, sa_type=AutoString(length=16)
-    )
+    status: SummaryStatus = Field(default="pending", max_length=16, sa_type=AutoString(length=16))
     model: str | None = Field(default=None, max_length=100)
     lang: str | None = Field(default=None, max_length=35)
     content: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
@@ -111,7 +106,7 @@ class Job(SQLModel, table=True):
     )
     id: str = Field(primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
-    kind: str = Field(max_length=32)
+    kind: JobKind = Field(max_length=32, sa_type=AutoString(length=32))
     status: JobStatus = Field(default="queued", max_length=16, sa_type=AutoString(length=16))
     session_id: str | None = Field(default=None, max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

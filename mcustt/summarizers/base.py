@@ -5,8 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from mcustt import wire
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError
 from mcustt.wire import ErrorCode
@@ -50,7 +51,7 @@ class SummaryContent:
     action_items: list[ActionItem] = field(default_factory=list)
     qa: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> wire.SummaryContent:
         """The wire shape of §11 ``content``."""
         return {
             "tldr": self.tldr,

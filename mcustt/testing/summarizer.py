@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from mcustt import wire
 from mcustt.summarizers.base import (
     Line,
     Summarizer,
@@ -68,7 +69,7 @@ MEETING: tuple[Line, ...] = tuple(
     )
 )
 
-_EMPTY = {"tldr": "", "decisions": [], "actionItems": [], "qa": []}
+_EMPTY: wire.SummaryContent = {"tldr": "", "decisions": [], "actionItems": [], "qa": []}
 
 
 def long_meeting(words: int = 3000) -> list[Line]:
