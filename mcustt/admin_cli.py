@@ -114,11 +114,12 @@ def tenants() -> None:
     """Provision and manage tenants (an alternative to the admin API)."""
 
 
-def _print_key(tenant_json: wire.Tenant, key: str, as_json: bool) -> None:
+def _print_key(doc: wire.TenantWithKey, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({**tenant_json, "apiKey": key, "note": "shown once"}))
+        click.echo(json.dumps(doc))
         return
-    console.print(f"tenant [bold]{tenant_json['name']}[/] id [bold]{tenant_json['tenantId']}[/]")
+    key = doc["apiKey"]
+    console.print(f"tenant [bold]{doc['name']}[/] id [bold]{doc['tenantId']}[/]")
     console.print("API key (shown once, store it now):")
     # Plain echo, not rich: the key must copy cleanly, without wrapping or markup.
     click.echo(key)
@@ -160,7 +161,7 @@ def tenants_create(
         raise click.ClickException(exc.message) from None
     settings = _settings()
     tenant, key = _with_db(lambda db: tenants_svc.create(db, settings, body))
-    _print_key(tenants_svc.tenant_json(tenant), key, as_json)
+    _print_key(tenants_svc.tenant_with_key(tenant, key), as_json)
 
 
 @tenants.command("list")
@@ -191,7 +192,7 @@ def tenants_list(as_json: bool) -> None:
 def tenants_rotate(tenant_id: str, as_json: bool) -> None:
     """Replace a tenant's API key (the old one stops working) and print the new one."""
     tenant, key = _with_db(lambda db: tenants_svc.rotate_key(db, tenant_id))
-    _print_key(tenants_svc.tenant_json(tenant), key, as_json)
+    _print_key(tenants_svc.tenant_with_key(tenant, key), as_json)
 
 
 @tenants.command("disable")

@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from mcustt import subtitles, tenants
+from mcustt import sessions, subtitles, tenants, wire
 from mcustt.bodies import parse_body, read_json, validate
 from mcustt.errors import BadRequest, Forbidden, Unauthorized
 from mcustt.sessions import Credentials
@@ -134,7 +134,8 @@ async def _session_credentials(
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    ok: wire.Health = {"status": "ok"}
+    return JSONResponse(ok)
 
 
 async def readyz(request: Request) -> Response:
@@ -154,9 +155,8 @@ async def readyz(request: Request) -> Response:
     await probe("recognizer", state.recognizer.check())
     await probe("summarizer", state.summarizer.check())
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503
-    )
+    doc: wire.Readiness = {"status": "ready" if ready else "unready", "checks": checks}
+    return JSONResponse(doc, 200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:
@@ -175,14 +175,14 @@ async def create_tenant(request: Request) -> Response:
     body = await parse_body(request, TenantCreate, optional=False)
     tenant, key = await tenants.create(state.db, state.settings, body)
     log.info("tenant created", tenant_id=tenant.id)
-    doc = tenants.tenant_json(tenant) | {"apiKey": key, "note": "shown once"}
-    return JSONResponse(doc, status_code=201)
+    return JSONResponse(tenants.tenant_with_key(tenant, key), status_code=201)
 
 
 async def list_tenants(request: Request) -> Response:
     require_admin(request)
     rows = await tenants.list_all(app_state(request).db)
-    return JSONResponse({"tenants": [tenants.tenant_json(t) for t in rows]})
+    listed: wire.TenantList = {"tenants": [tenants.tenant_json(t) for t in rows]}
+    return JSONResponse(listed)
 
 
 async def get_tenant(request: Request) -> Response:
@@ -210,7 +210,7 @@ async def rotate_tenant_key(request: Request) -> Response:
     require_admin(request)
     t, key = await tenants.rotate_key(app_state(request).db, request.path_params["tenant_id"])
     log.info("tenant key rotated", tenant_id=t.id)
-    return JSONResponse(tenants.tenant_json(t) | {"apiKey": key, "note": "shown once"})
+    return JSONResponse(tenants.tenant_with_key(t, key))
 
 
 # -- sessions (§9) ------------------------------------------------------------------------
@@ -237,21 +237,8 @@ async def list_sessions(request: Request) -> Response:
     if status not in (None, "live", "ended"):
         raise BadRequest("status must be live or ended")
     rows = await state.sessions.list_for_tenant(tenant, status=status)
-    return JSONResponse(
-        {
-            "sessions": [
-                {
-                    "sessionId": s.id,
-                    "title": s.title,
-                    "status": s.status,
-                    "createdAt": s.created_at,
-                    "endedAt": s.ended_at,
-                    "lastSeq": s.last_seq,
-                }
-                for s in rows
-            ]
-        }
-    )
+    listed: wire.SessionList = {"sessions": [sessions.list_item(s) for s in rows]}
+    return JSONResponse(listed)
 
 
 async def get_session(request: Request) -> Response:

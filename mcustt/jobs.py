@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import structlog
 
@@ -38,7 +38,8 @@ def job_json(job: Job) -> wire.Job:
         "jobId": job.id,
         "kind": job.kind,
         "status": job.status,
-        "result": job.result,
+        # The JSON column holds what _execute returned for the job's kind.
+        "result": cast("wire.SessionSummaryResult | wire.BatchResult | None", job.result),
         "error": job.error,
         "attempts": job.attempts,
         "createdAt": job.created_at,
@@ -269,7 +270,7 @@ class JobRunner:
             return await run_batch(self.summarizer, job.payload)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
-    async def _session_summary(self, job: Job) -> dict[str, Any]:
+    async def _session_summary(self, job: Job) -> wire.SessionSummaryResult:
         sid = str(job.payload["sessionId"])
         session = await self.repo.get_session(sid)
         if session is None:
@@ -283,7 +284,7 @@ class JobRunner:
         ]
         lang = session.detected_lang or session.source_lang
         result = await self.summarizer.summarize(lines, lang=lang)
-        doc: dict[str, Any] = {
+        doc: wire.SessionSummaryResult = {
             "model": result.model,
             "lang": result.lang,
             "content": result.content.to_json(),

@@ -41,6 +41,18 @@ LANGUAGE_NAMES = {
 }
 
 
+def list_item(s: Session) -> wire.SessionListItem:
+    """A session as ``GET /api/sessions`` lists it."""
+    return {
+        "sessionId": s.id,
+        "title": s.title,
+        "status": s.status,
+        "createdAt": s.created_at,
+        "endedAt": s.ended_at,
+        "lastSeq": s.last_seq,
+    }
+
+
 def language_name(code: str | None) -> str | None:
     if code is None:
         return None

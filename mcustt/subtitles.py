@@ -7,8 +7,8 @@ session's first audio byte), so subtitles line up with a recording of the meetin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from mcustt import wire
 from mcustt.store.models import TranscriptLine
 
 FORMATS = {
@@ -42,7 +42,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("-->", "->")
 
 
-def to_json(session_id: str, lines: Sequence[TranscriptLine]) -> dict[str, Any]:
+def to_json(session_id: str, lines: Sequence[TranscriptLine]) -> wire.Transcript:
     return {
         "sessionId": session_id,
         "lineCount": len(lines),

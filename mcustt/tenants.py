@@ -41,6 +41,11 @@ def tenant_json(t: Tenant) -> wire.Tenant:
     }
 
 
+def tenant_with_key(t: Tenant, key: str) -> wire.TenantWithKey:
+    """The tenant and its new API key: the only answer that ever shows a key."""
+    return {**tenant_json(t), "apiKey": key, "note": "shown once"}
+
+
 def _key_prefix(key: str) -> str:
     return key[: len(KEY_PREFIX) + 4] + "…"
 

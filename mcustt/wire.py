@@ -405,6 +405,16 @@ class BatchResult(TypedDict):
     model: NotRequired[str]
 
 
+class SessionSummaryResult(TypedDict):
+    """A ``session_summary`` job's result (the session's summary, also stored as such)."""
+
+    model: str
+    lang: str
+    content: SummaryContent
+    fromSeq: int | None
+    toSeq: int | None
+
+
 class JobAccepted(TypedDict):
     jobId: str
     status: JobStatus
@@ -415,7 +425,10 @@ class Job(TypedDict):
     jobId: str
     kind: JobKind
     status: JobStatus
-    result: dict[str, Any] | None
+    result: Annotated[
+        SessionSummaryResult | BatchResult | None,
+        Field(description="Once `ready`: what the job's `kind` produces."),
+    ]
     error: str | None
     attempts: int
     createdAt: Time
@@ -442,6 +455,7 @@ RESPONSES: tuple[type[Any], ...] = (
     SummaryPending,
     SummarizeAccepted,
     BatchResult,
+    SessionSummaryResult,
     JobAccepted,
     Job,
 )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from mcustt.store.db import Database
 from mcustt.store.models import Summary
+from mcustt.wire import SummaryContent
 
 
 class SummaryQueries:
@@ -35,7 +35,7 @@ class SummaryQueries:
         *,
         model: str,
         lang: str,
-        content: dict[str, Any],
+        content: SummaryContent,
         from_seq: int | None,
         to_seq: int | None,
     ) -> None:
@@ -47,7 +47,7 @@ class SummaryQueries:
             summary.status = "ready"
             summary.model = model
             summary.lang = lang
-            summary.content = content
+            summary.content = dict(content)
             summary.error = None
             summary.from_seq = from_seq
             summary.to_seq = to_seq

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from mcustt import wire
 from mcustt.store.db import Database
 from mcustt.store.models import Job, Session, Tenant
 from mcustt.store.repo import Capped, Repo
@@ -335,7 +336,7 @@ class StoreContract:
         await store.mark_summary_pending(session.id)
         pending = await store.get_summary(session.id)
         assert pending is not None and (pending.status, pending.error) == ("pending", None)
-        content = {"tldr": "t", "decisions": [], "actionItems": [], "qa": []}
+        content: wire.SummaryContent = {"tldr": "t", "decisions": [], "actionItems": [], "qa": []}
         await store.save_summary(
             session.id, model="m", lang="en-US", content=content, from_seq=1, to_seq=4
         )
