@@ -199,17 +199,17 @@ def tenants_rotate(tenant_id: str, as_json: bool) -> None:
 @click.argument("tenant_id")
 def tenants_disable(tenant_id: str) -> None:
     """Disable a tenant: its key and tokens stop working."""
-    tenant = _with_db(
-        lambda db: tenants_svc.update(db, tenant_id, wire.TenantUpdate(disabled=True))
-    )
-    click.echo(f"tenant {tenant.id} disabled")
+    _set_disabled(tenant_id, True)
 
 
 @tenants.command("enable")
 @click.argument("tenant_id")
 def tenants_enable(tenant_id: str) -> None:
     """Re-enable a disabled tenant."""
-    tenant = _with_db(
-        lambda db: tenants_svc.update(db, tenant_id, wire.TenantUpdate(disabled=False))
-    )
-    click.echo(f"tenant {tenant.id} enabled")
+    _set_disabled(tenant_id, False)
+
+
+def _set_disabled(tenant_id: str, disabled: bool) -> None:
+    change = wire.TenantUpdate(disabled=disabled)
+    tenant = _with_db(lambda db: tenants_svc.update(db, tenant_id, change))
+    click.echo(f"tenant {tenant.id} {'disabled' if disabled else 'enabled'}")

@@ -8,6 +8,7 @@ viewers see, audio is counted for the tenant, and the daily cap stops the sessio
 from __future__ import annotations
 
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 from conftest import read_wav
@@ -36,28 +37,10 @@ class MemoryStore:
         self.log = log
         self.audio_ms = 0
 
-    async def append_final(
-        self,
-        session_id: str,
-        *,
-        seq: int,
-        text: str,
-        lang: str,
-        ts: int,
-        start_ms: int,
-        end_ms: int,
-        audio_ms: int,
-    ) -> TranscriptLine:
-        self.log.calls.append(("stored", seq))
-        return TranscriptLine(
-            session_id=session_id,
-            seq=seq,
-            text=text,
-            lang=lang,
-            ts=ts,
-            start_ms=start_ms,
-            end_ms=end_ms,
-        )
+    async def append_final(self, session_id: str, **line: Any) -> TranscriptLine:
+        self.log.calls.append(("stored", line["seq"]))
+        line.pop("audio_ms")
+        return TranscriptLine(session_id=session_id, **line)
 
     async def set_detected_lang(self, session_id: str, lang: str) -> None:
         self.log.calls.append(("detected", lang))

@@ -28,22 +28,6 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-__all__ = [
-    "BadRequest",
-    "ClientCode",
-    "Conflict",
-    "Forbidden",
-    "MCUSTTClientError",
-    "NotFound",
-    "RateLimited",
-    "ServerError",
-    "StreamClosed",
-    "Unauthorized",
-    "Unavailable",
-    "Unprocessable",
-    "error_from",
-]
-
 
 class ClientCode(enum.StrEnum):
     """Codes the client itself gives an error (the server's are :class:`wire.ErrorCode`)."""

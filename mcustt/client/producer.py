@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -114,12 +113,7 @@ class Producer:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     @property
