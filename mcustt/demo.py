@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
-import uvicorn
 from rich.console import Console
 
 from mcustt import errors as server_errors
@@ -24,7 +23,7 @@ from mcustt import tenants, wire
 from mcustt.client.cli import SAMPLE, print_summary, run_async, stream_file
 from mcustt.client.rest import Client
 from mcustt.config import Settings
-from mcustt.server import uvicorn_config
+from mcustt.server import Server, uvicorn_config
 from mcustt.store.db import migrate
 
 
@@ -65,7 +64,7 @@ async def _demo(
     admin = settings.admin_token or secrets.token_urlsafe(24)
     settings = replace(settings, admin_token=admin)
     config = uvicorn_config(settings, host=host, port=port)
-    server = uvicorn.Server(config)
+    server = Server(config)
     console.print(f"[bold]mcustt demo[/]: starting the server on {settings.public_url} …")
     served = asyncio.create_task(server.serve(), name="mcustt-demo-server")
     # uvicorn offers a flag, not an event, for "listening".

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import structlog
-import uvicorn
 
 from mcustt.brokers import Broker, load_broker
 from mcustt.config import Settings
@@ -238,10 +236,6 @@ class Hub:
         await self.broker.start()
         if self.settings.sse_ping_s > 0:
             self._tasks.append(asyncio.create_task(self._ping_loop(), name="hub-sse-ping"))
-        server = _serving_uvicorn()
-        if server is not None:
-            watch = self._exit_watch(server)
-            self._tasks.append(asyncio.create_task(watch, name="hub-exit-watch"))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -321,32 +315,21 @@ class Hub:
                     if viewer.pings:
                         viewer.offer(PING)
 
-    async def _exit_watch(self, server: uvicorn.Server) -> None:
-        """End SSE streams as soon as the server starts shutting down.
+    def watch_exit(self, exiting: Callable[[], bool]) -> None:
+        """End SSE streams as soon as ``exiting()`` (the server starts shutting down).
 
         uvicorn waits for open HTTP responses before the lifespan shutdown (where
         :meth:`aclose` kicks everyone), and an event stream never finishes by itself.
         WebSocket viewers need nothing: uvicorn closes those sockets (1012) itself.
+        :class:`mcustt.server.Server` calls this once it has started.
         """
+        self._tasks.append(asyncio.create_task(self._exit_watch(exiting), name="hub-exit-watch"))
+
+    async def _exit_watch(self, exiting: Callable[[], bool]) -> None:
         # uvicorn offers a flag, not an event to wait on: it polls it itself.
-        while not server.should_exit:  # noqa: ASYNC110
+        while not exiting():  # noqa: ASYNC110
             await asyncio.sleep(EXIT_POLL_S)
         self.kick_all(SERVER_SHUTDOWN, only_pinged=True)
-
-
-def _serving_uvicorn() -> uvicorn.Server | None:
-    """The uvicorn server running this app, if there is one (None: the app runs
-    elsewhere, e.g. under a test client, and uvicorn's timeout ends the streams).
-
-    uvicorn hands the app no reference to its server, but while ``Server.serve()`` runs
-    (the lifespan start-up, where the hub starts, included) the process's SIGTERM
-    handler is that server's ``handle_exit``, whichever way the server was started
-    (``mcustt serve``, a test's ``run_server``). Looked up once: servers started later
-    in the same process install their own handler, which must not be mistaken for ours.
-    """
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    return server if isinstance(server, uvicorn.Server) else None
 
 
 class Follow:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -284,7 +284,7 @@ class SessionPipeline:
                     for ev in item:
                         await self._vad_event(ev)
                 else:
-                    raise item.exc  # type: ignore[union-attr]
+                    raise cast(_Failed, item).exc
             await self._end_utterance()
             self._bill()
             await self.usage.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 from typing import Any
 
 import uvicorn
@@ -11,6 +12,7 @@ from mcustt.app import create_app
 from mcustt.asgi import Outermost
 from mcustt.config import Settings
 from mcustt.ingest.audio import MAX_FRAME_BYTES
+from mcustt.state import AppState
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -32,6 +34,18 @@ def uvicorn_options() -> dict[str, Any]:
     }
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app's hub when it starts shutting down (uvicorn
+    gives the app no other sign before open responses have ended)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # The lifespan has run: the services exist (unless start-up failed).
+        state = getattr(getattr(self.config.app, "state", None), "mcustt", None)
+        if isinstance(state, AppState):
+            state.hub.watch_exit(lambda: self.should_exit)
+
+
 def uvicorn_config(settings: Settings, *, host: str, port: int, **extra: object) -> uvicorn.Config:
     return uvicorn.Config(
         Outermost(create_app(settings)),
@@ -48,4 +62,4 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     # with thousands of viewers pays that while viewers join).
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config).run()
+    Server(config).run()

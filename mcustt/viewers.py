@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
@@ -71,6 +71,15 @@ async def authorize_viewer(
     return session
 
 
+#: An ASGI send that is a coroutine function (uvicorn's), as :class:`mcustt.asgi.Outermost`
+#: hands it over.
+RawSend = Callable[[Message], Coroutine[Any, Any, None]]
+
+
+async def _not_running(message: Message) -> None:
+    raise RuntimeError("the connection has not started")
+
+
 class _Connection:
     """A viewer connection once it is set up, detached from the middleware stack (see
     :class:`mcustt.asgi.Outermost`): a relay task sends the events (see
@@ -83,7 +92,9 @@ class _Connection:
         self.state = state
         self.viewer = viewer
         self.last_seq = last_seq
-        self.send: Send | None = None
+        #: the server's own send (uvicorn's is a coroutine function, so the hub may start
+        #: a send eagerly); set by :meth:`run` before the relay starts
+        self.send: RawSend = _not_running
         self.relay: asyncio.Task[None] | None = None
         self.task: asyncio.Task[Any] | None = None
         self.reading = False
@@ -111,7 +122,7 @@ class _Connection:
         fresh = await self.state.sessions.get(self.viewer.session_id)
         return fresh is None or fresh.status == "ended"
 
-    async def run(self, receive: Receive, send: Send) -> None:
+    async def run(self, receive: Receive, send: RawSend) -> None:
         state, viewer = self.state, self.viewer
         self.send = send
         task = self.task = asyncio.current_task()
@@ -170,7 +181,6 @@ class _Connection:
 
     async def _send(self, message: dict[str, Any]) -> None:
         """Send a closing message, bounded in time (a stuck peer must not hold us)."""
-        assert self.send is not None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.send(message), 2)
 
@@ -201,7 +211,8 @@ class _WsConnection(_Connection):
     __slots__ = ()
 
     def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
-        return self.send(item.ws_message)  # type: ignore[misc, union-attr, return-value]
+        # Only events reach a WebSocket viewer (the hub pings SSE viewers alone).
+        return self.send(cast(Event, item).ws_message)
 
     async def read(self, receive: Receive) -> tuple[int, str] | None:
         """Subscribe sockets are read-only: binary closes 1003; text is ignored (ping ok)."""
@@ -299,8 +310,8 @@ class _SseConnection(_Connection):
     def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
         if item is PING:
             stamp = datetime.now(UTC).isoformat(sep=" ")
-            return self.send(_sse_body(f": ping - {stamp}\r\n\r\n".encode()))  # type: ignore[misc, return-value]
-        return self.send(item.sse_message)  # type: ignore[misc, union-attr, return-value]
+            return self.send(_sse_body(f": ping - {stamp}\r\n\r\n".encode()))
+        return self.send(cast(Event, item).sse_message)
 
     async def read(self, receive: Receive) -> tuple[int, str] | None:
         # Returns when the client leaves, or at once once the relay completed the

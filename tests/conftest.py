@@ -14,15 +14,24 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
+from mcustt import wire
+from mcustt.asgi import Outermost
 from mcustt.config import Settings
-from mcustt.server import uvicorn_config
+from mcustt.ingest.whip import WhipManager
+from mcustt.server import Server, uvicorn_config
+from mcustt.state import AppState
 from mcustt.store.db import migrate
+from mcustt.store.models import Session
+
+if TYPE_CHECKING:
+    import psycopg
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CI = os.environ.get("CI", "").lower() == "true"
@@ -49,7 +58,7 @@ def free_port() -> int:
 # -- PostgreSQL -------------------------------------------------------------------------
 
 
-def _pg_connect(url: str) -> Any:
+def _pg_connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     import psycopg
 
     return psycopg.connect(
@@ -134,10 +143,26 @@ class Running:
     ws_url: str
     server: uvicorn.Server
     task: asyncio.Task[None]
+    app: Starlette  # the app under uvicorn's outermost layer
 
     @property
-    def state(self) -> Any:
-        return self.server.config.loaded_app_state  # type: ignore[attr-defined]
+    def state(self) -> AppState:
+        """The node's services (its lifespan has started them)."""
+        state: AppState = self.app.state.mcustt
+        return state
+
+    @property
+    def whip(self) -> WhipManager:
+        """The node's WebRTC producers."""
+        whip = self.app.state.whip
+        assert isinstance(whip, WhipManager)
+        return whip
+
+    async def stored_session(self, session_id: str) -> Session:
+        """The stored row of a session the test has created (so it exists)."""
+        session = await self.state.sessions.get(session_id)
+        assert session is not None, f"no session {session_id}"
+        return session
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
@@ -150,10 +175,10 @@ async def run_server(settings: Settings) -> AsyncIterator[Running]:
     url = f"http://127.0.0.1:{port}"
     settings = replace(settings, public_url=url)
     config = uvicorn_config(settings, host="127.0.0.1", port=port)
-    app = config.app
-    config.loaded_app_state = app.state.mcustt  # type: ignore[attr-defined]
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    assert isinstance(config.app, Outermost)
+    app: Starlette = config.app.app
+    # The server class `mcustt serve` runs (it tells the hub when shutdown starts).
+    server = Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():
@@ -162,7 +187,7 @@ async def run_server(settings: Settings) -> AsyncIterator[Running]:
     if task.done():
         task.result()  # startup failed: raise its error
     try:
-        yield Running(settings, url, f"ws://127.0.0.1:{port}", server, task)
+        yield Running(settings, url, f"ws://127.0.0.1:{port}", server, task, app)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
@@ -182,22 +207,22 @@ async def sqlite_server(sqlite_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-async def new_tenant(srv: Running, **body: Any) -> dict[str, Any]:
+async def new_tenant(srv: Running, **body: Any) -> wire.TenantWithKey:
     body.setdefault("name", "Acme " + uuid.uuid4().hex[:6])
     async with srv.client() as c:
         r = await c.post(
             "/api/admin/tenants", json=body, headers={"authorization": f"Bearer {ADMIN}"}
         )
     assert r.status_code == 201, r.text
-    doc: dict[str, Any] = r.json()
+    doc: wire.TenantWithKey = r.json()
     return doc
 
 
-async def new_session(srv: Running, key: str, **body: Any) -> dict[str, Any]:
+async def new_session(srv: Running, key: str, **body: Any) -> wire.SessionCreated:
     async with srv.client() as c:
         r = await c.post("/api/sessions", json=body, headers={"x-tenant-key": key})
     assert r.status_code == 201, r.text
-    doc: dict[str, Any] = r.json()
+    doc: wire.SessionCreated = r.json()
     return doc
 
 

@@ -14,6 +14,7 @@ def encode(src: Path, dst: Path, codec: str, rate: int, layout: str = "stereo") 
         pcm = w.readframes(w.getnframes())
     with av.open(str(dst), "w") as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream), codec  # an audio codec name
         resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)
         step = 3200
         for i in range(0, len(pcm), step):

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from conftest import ADMIN, Running
 
+from mcustt import wire
+
 ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN}"}
 
 
@@ -20,18 +22,18 @@ def client(srv: Running) -> httpx.AsyncClient:
     return srv.client(verify=False)
 
 
-async def create_tenant(c: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+async def create_tenant(c: httpx.AsyncClient, **body: Any) -> wire.TenantWithKey:
     body.setdefault("name", "Acme " + uuid.uuid4().hex[:6])
     r = await c.post("/api/admin/tenants", json=body, headers=ADMIN_HEADERS)
     assert r.status_code == 201, r.text
-    doc: dict[str, Any] = r.json()
+    doc: wire.TenantWithKey = r.json()
     return doc
 
 
-async def create_session(c: httpx.AsyncClient, key: str, **body: Any) -> dict[str, Any]:
+async def create_session(c: httpx.AsyncClient, key: str, **body: Any) -> wire.SessionCreated:
     r = await c.post("/api/sessions", json=body, headers={"x-tenant-key": key})
     assert r.status_code == 201, r.text
-    doc: dict[str, Any] = r.json()
+    doc: wire.SessionCreated = r.json()
     return doc
 
 

@@ -18,7 +18,9 @@ class SSE:
 
 
 async def read_sse(response: httpx.Response) -> AsyncIterator[SSE]:
-    event, data, ident = "message", [], None
+    event = "message"
+    data: list[str] = []
+    ident: str | None = None
     async for line in response.aiter_lines():
         if line == "":
             if data:

@@ -68,7 +68,9 @@ async def test_stream_tail_transcript_summary_and_sessions(sqlite_url: str) -> N
         first = b"".join(
             [await asyncio.wait_for(streaming.stdout.readline(), 30) for _ in range(2)]
         ).decode()
-        sid = re.search(r"session (\w+)", first).group(1)  # type: ignore[union-attr]
+        started = re.search(r"session (\w+)", first)
+        assert started is not None, first
+        sid = started.group(1)
         assert f"/embed/{sid}#t=" in first
         tailed = await mcustt(env, "tail", sid, "--json")
         rest, err = await asyncio.wait_for(streaming.communicate(), 60)
@@ -89,7 +91,7 @@ async def test_stream_tail_transcript_summary_and_sessions(sqlite_url: str) -> N
         subs = list(srt.parse(as_srt.out))
         assert [s.content for s in subs] == [finals[0]["text"]] and subs[0].start < subs[0].end
         as_vtt = await mcustt(env, "transcript", sid, "--format", "vtt")
-        assert [c.text for c in webvtt.from_string(as_vtt.out)] == [finals[0]["text"]]
+        assert [c.text for c in webvtt.from_string(as_vtt.out).captions] == [finals[0]["text"]]
         as_json = json.loads((await mcustt(env, "transcript", sid, "--format", "json")).out)
         assert as_json["lines"][0]["seq"] == 1
         as_txt = await mcustt(env, "transcript", sid)

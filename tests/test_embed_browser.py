@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
@@ -35,7 +35,12 @@ from conftest import (
     run_server,
 )
 
+from mcustt import wire
 from mcustt.tokens import TokenIssuer
+from mcustt.wire import ErrorCode
+
+if TYPE_CHECKING:
+    from playwright.async_api import ConsoleMessage
 
 pytestmark = pytest.mark.browser
 
@@ -166,14 +171,12 @@ async def test_live_captions_in_cross_origin_iframe(
         console: list[str] = []
         # Script errors only: the logo host does not resolve here, and that is expected.
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.on(
-            "console",
-            lambda m: (
-                m.type == "error"
-                and not m.text.startswith("Failed to load resource")
-                and console.append(f"{m.type}: {m.text}")
-            ),
-        )
+
+        def on_console(m: ConsoleMessage) -> None:
+            if m.type == "error" and not m.text.startswith("Failed to load resource"):
+                console.append(f"{m.type}: {m.text}")
+
+        page.on("console", on_console)
         await page.goto(host.origin + "/call")
         frame_el = await page.wait_for_selector("iframe#captions")
         frame = await frame_el.content_frame()
@@ -359,13 +362,13 @@ async def test_backfill_dedupe_and_resume(sqlite_url: str, browser: Any) -> None
         repo, hub = srv.state.repo, srv.state.hub
         now = int(time.time() * 1000)
 
-        async def store(seq: int, text: str) -> dict[str, Any]:
+        async def store(seq: int, text: str) -> wire.TranscriptEvent:
             await repo.append_final(
                 sid, seq=seq, text=text, lang="en-US", ts=now, start_ms=0, end_ms=0, audio_ms=0
             )
             return events.transcript(seq=seq, text=text, is_final=True, lang="en-US", ts=now)
 
-        def interim(seq: int, text: str) -> dict[str, Any]:
+        def interim(seq: int, text: str) -> wire.TranscriptEvent:
             return events.transcript(seq=seq, text=text, is_final=False, lang="en-US", ts=now)
 
         for seq, text in enumerate(["Line one", "Line two", "Line three"], start=1):
@@ -397,7 +400,7 @@ async def test_backfill_dedupe_and_resume(sqlite_url: str, browser: Any) -> None
 
         # The server drops a slow viewer: the page reopens the feed after its last final,
         # so a line persisted meanwhile shows up, and nothing twice.
-        await hub.publish(sid, events.error("SLOW_CONSUMER", "too slow", fatal=True))
+        await hub.publish(sid, events.error(ErrorCode.SLOW_CONSUMER, "too slow", fatal=True))
         await store(5, "Line five")
         await expect(lines).to_have_text(["Line four is here", "Line five"], timeout=10_000)
         await expect(page.locator("#state-text")).to_have_text("Live")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,18 +15,20 @@ from conftest import Running, make_settings, new_session, new_tenant, read_wav, 
 from sse import read_sse
 from wsclients import Collected, collect, producer, silence, stream_pcm
 
+from mcustt import wire
+
 SCRIPTED = "scripted:ScriptedRecognizer"
 UTTERANCES = 10
 
 
 @pytest.fixture
-async def srv(db_url: str) -> Any:
+async def srv(db_url: str) -> AsyncIterator[Running]:
     async with run_server(make_settings(db_url, recognizer=SCRIPTED)) as running:
         yield running
 
 
 async def produce(
-    srv: Running, s: dict[str, Any], count: int, progress: asyncio.Queue[int]
+    srv: Running, s: wire.SessionCreated, count: int, progress: asyncio.Queue[int]
 ) -> None:
     """Stream `count` utterances (one final each), paced, then stop."""
     pcm = read_wav("hello_en.wav") + silence(700)
@@ -40,7 +43,7 @@ async def produce(
         await asyncio.wait_for(task, 20)
 
 
-async def ws_viewer(srv: Running, s: dict[str, Any], last_seq: int | None) -> Collected:
+async def ws_viewer(srv: Running, s: wire.SessionCreated, last_seq: int | None) -> Collected:
     url = f"{srv.ws_url}/ws/subscribe?token={s['subscribeToken']}"
     if last_seq is not None:
         url += f"&lastSeq={last_seq}"
@@ -49,7 +52,7 @@ async def ws_viewer(srv: Running, s: dict[str, Any], last_seq: int | None) -> Co
 
 
 async def sse_viewer(
-    srv: Running, s: dict[str, Any], last_id: int | None, *, header: bool
+    srv: Running, s: wire.SessionCreated, last_id: int | None, *, header: bool
 ) -> list[Any]:
     url = f"/api/sessions/{s['sessionId']}/stream?t={s['embedToken']}"
     headers = {}

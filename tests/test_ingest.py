@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import websockets
 from conftest import Running, make_settings, new_session, new_tenant, read_wav, run_server
 from wsclients import producer, silence, stream_pcm
+
+from mcustt import wire
 
 SCRIPTED = "scripted:ScriptedRecognizer"
 
@@ -23,12 +26,12 @@ def recognizer(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def srv(db_url: str, recognizer: str) -> Any:
+async def srv(db_url: str, recognizer: str) -> AsyncIterator[Running]:
     async with run_server(make_settings(db_url, recognizer=recognizer)) as running:
         yield running
 
 
-async def _ready(srv: Running, **tenant: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _ready(srv: Running, **tenant: Any) -> tuple[wire.TenantWithKey, wire.SessionCreated]:
     t = await new_tenant(srv, **tenant)
     return t, await new_session(srv, t["apiKey"])
 
@@ -62,7 +65,7 @@ async def test_stream_stop_persists_finals_in_order(srv: Running) -> None:
     assert [line["seq"] for line in doc["lines"]] == [1, 2]
     # the pause is not speech: the second line starts after it (offsets in session audio)
     assert doc["lines"][1]["startMs"] > 10_000 > doc["lines"][0]["endMs"]
-    state = await srv.state.sessions.get(s["sessionId"])
+    state = await srv.stored_session(s["sessionId"])
     assert state.status == "ended"
 
 
@@ -109,7 +112,7 @@ async def test_bad_frames_close_with_contract_codes(
         lines = await srv.state.repo.lines(s["sessionId"])
         assert len(lines) == 1 and lines[0].text == got.finals[0]["text"]
         # the session is still live: the producer can come back
-        assert (await srv.state.sessions.get(s["sessionId"])).status == "live"
+        assert (await srv.stored_session(s["sessionId"])).status == "live"
 
 
 async def test_reconnect_continues_seq(srv: Running) -> None:
@@ -120,7 +123,7 @@ async def test_reconnect_continues_seq(srv: Running) -> None:
         await ws.send(silence(1000))
     # the server finalizes the dropped producer's utterance, then frees the slot
     for _ in range(200):
-        if not (await srv.state.sessions.get(s["sessionId"])).producer_id:
+        if not (await srv.stored_session(s["sessionId"])).producer_id:
             break
         await asyncio.sleep(0.05)
     # the used token is burned
@@ -171,7 +174,7 @@ async def test_idle_timeout_keeps_session_resumable(sqlite_url: str, recognizer:
                 await asyncio.sleep(0.4)
             await asyncio.wait_for(task, 5)
         assert (got.close_code, got.close_reason) == (1000, "IDLE_TIMEOUT")
-        assert (await srv.state.sessions.get(s["sessionId"])).status == "live"
+        assert (await srv.stored_session(s["sessionId"])).status == "live"
         async with srv.client() as c:
             r = await c.post(
                 f"/api/sessions/{s['sessionId']}/ingest-token",
@@ -225,7 +228,7 @@ async def test_zero_ceremony_creates_session(srv: Running) -> None:
     assert ready["embedUrl"].startswith(f"{srv.url}/embed/{ready['sessionId']}#t=")
     if srv.settings.recognizer == SCRIPTED:
         assert got.finals[0]["lang"] == "es-ES"  # pocketsphinx only knows en-US
-    session = await srv.state.sessions.get(ready["sessionId"])
+    session = await srv.stored_session(ready["sessionId"])
     assert (session.source_lang, session.auto_detect) == ("es-ES", False)
 
 
@@ -275,7 +278,7 @@ async def test_daily_cap_ends_session(sqlite_url: str, recognizer: str) -> None:
         assert fatal[-1]["code"] == "DAILY_CAP_REACHED" and fatal[-1]["fatal"]
         assert got.messages[-1]["type"] == "session-end"
         assert got.close_code == 1008
-        session = await srv.state.sessions.get(s["sessionId"])
+        session = await srv.stored_session(s["sessionId"])
         assert session.status == "ended" and session.end_reason == "daily-cap"
         # finals emitted before the cap are persisted
         assert len(await srv.state.repo.lines(s["sessionId"])) == len(got.finals) >= 10

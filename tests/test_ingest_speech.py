@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from conftest import Running, make_settings, new_session, new_tenant, read_wav, run_server
@@ -19,7 +20,7 @@ ROBUST = {"decided", "migration"}
 
 
 @pytest.fixture
-async def sphinx_server(db_url: str) -> Running:  # type: ignore[misc]
+async def sphinx_server(db_url: str) -> AsyncIterator[Running]:
     async with run_server(make_settings(db_url, recognizer="sphinx", recognizer_workers=2)) as srv:
         yield srv
 
@@ -64,7 +65,7 @@ async def _standup(srv: Running, *, realtime: bool) -> None:
     assert [(ln.seq, ln.text) for ln in lines] == [(f["seq"], f["text"]) for f in finals]
     assert all(0 <= ln.start_ms < ln.end_ms <= 38_200 for ln in lines)
     assert all(a.end_ms <= b.start_ms + 400 for a, b in itertools.pairwise(lines))
-    state = await srv.state.sessions.get(s["sessionId"])
+    state = await srv.stored_session(s["sessionId"])
     assert abs(state.audio_ms - 38_100) < 200
 
 

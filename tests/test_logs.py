@@ -15,7 +15,7 @@ from rest_helpers import ADMIN_HEADERS, client, create_session, create_tenant
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from mcustt import logs
+from mcustt import logs, wire
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def records(stream: io.StringIO) -> list[dict[str, Any]]:
     return out
 
 
-async def session_flow(srv: Running, secrets: list[str]) -> tuple[dict[str, Any], str]:
+async def session_flow(srv: Running, secrets: list[str]) -> tuple[wire.TenantWithKey, str]:
     """Create, read, rotate, connect, fail, end: every kind of credential passes by.
     Collects each secret it sees into ``secrets``; returns the tenant and session id."""
     secrets.append(ADMIN)

@@ -22,7 +22,7 @@ from rest_helpers import client, create_session, create_tenant, error_of, jwt_cl
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from mcustt import tenants
+from mcustt import tenants, wire
 from mcustt.errors import Conflict, Unauthorized
 from mcustt.store.db import migrate
 from mcustt.store.models import Session
@@ -41,9 +41,9 @@ async def srv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running
 
 @dataclass
 class World:
-    owner: dict[str, Any]  # the tenant that owns the target session
-    stranger: dict[str, Any]  # another tenant
-    other: dict[str, Any]  # another session of the owner tenant
+    owner: wire.TenantWithKey  # the tenant that owns the target session
+    stranger: wire.TenantWithKey  # another tenant
+    other: wire.SessionCreated  # another session of the owner tenant
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -64,7 +64,7 @@ def bearer(token: str) -> Request:
     return {"headers": {"authorization": f"Bearer {token}"}}
 
 
-def secret(doc: dict[str, Any]) -> Request:
+def secret(doc: wire.SessionCreated) -> Request:
     return {"json": {"ownerSecret": doc["ownerSecret"]}}
 
 
@@ -72,7 +72,7 @@ def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def expired_token(srv: Running, doc: dict[str, Any]) -> str:
+def expired_token(srv: Running, doc: wire.SessionCreated) -> str:
     issuer = copy.copy(srv.state.issuer)
     issuer.read_ttl_s = -120
     claims = jwt_claims(doc["embedToken"])
@@ -95,13 +95,13 @@ def retarget(token: str, session_id: str) -> str:
     return f"{head}.{b64(claims)}.{sig}"
 
 
-def forged(doc: dict[str, Any], *, key: str | None, alg: str) -> str:
+def forged(doc: wire.SessionCreated, *, key: str, alg: str) -> str:
     claims = jwt_claims(doc["embedToken"])
     claims |= {"iat": int(time.time()), "exp": int(time.time()) + 3600}
     return jwt.encode(claims, key, algorithm=alg)
 
 
-CREDENTIALS: dict[str, Callable[[Running, World, dict[str, Any]], Request]] = {
+CREDENTIALS: dict[str, Callable[[Running, World, wire.SessionCreated], Request]] = {
     "owner tenant key": lambda s, w, d: {"headers": {"x-tenant-key": w.owner["apiKey"]}},
     "other tenant key": lambda s, w, d: {"headers": {"x-tenant-key": w.stranger["apiKey"]}},
     "embed token": lambda s, w, d: bearer(d["embedToken"]),
@@ -113,7 +113,8 @@ CREDENTIALS: dict[str, Callable[[Running, World, dict[str, Any]], Request]] = {
     "expired embed token": lambda s, w, d: bearer(expired_token(s, d)),
     "tampered signature": lambda s, w, d: bearer(flipped_signature(d["embedToken"])),
     "tampered payload": lambda s, w, d: bearer(retarget(w.other["embedToken"], d["sessionId"])),
-    "unsigned (alg none)": lambda s, w, d: bearer(forged(d, key=None, alg="none")),
+    # PyJWT takes "" as "no key" for alg none (and refuses any other key).
+    "unsigned (alg none)": lambda s, w, d: bearer(forged(d, key="", alg="none")),
     "signed with another secret": lambda s, w, d: bearer(forged(d, key="x" * 48, alg="HS256")),
     "bogus tenant key": lambda s, w, d: {"headers": {"x-tenant-key": "sk_mcustt_" + "A" * 43}},
     "no credential": lambda s, w, d: {},

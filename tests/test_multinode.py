@@ -111,7 +111,7 @@ async def test_redis_drop_loses_nothing_persisted(sqlite_url: str, redis_url: st
                     await asyncio.sleep(0.01)
                 if i == 2:
                     # Cut every pub/sub connection: the node must reconnect and resync.
-                    await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                    await admin.client_kill_filter(_type="pubsub")
             await ws.send(json.dumps({"type": "stop"}))
             await asyncio.wait_for(task, 20)
         await admin.aclose()

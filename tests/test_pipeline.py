@@ -81,7 +81,7 @@ async def test_engine_gets_exactly_the_vad_speech_in_order(sqlite_url: str, real
 
 
 async def test_usage_is_written_once_per_tenant_and_survives_a_failed_write(
-    sqlite_url: str,
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with run_server(make_settings(sqlite_url)) as srv:
         t1, t2 = (await new_tenant(srv))["tenantId"], (await new_tenant(srv))["tenantId"]
@@ -98,7 +98,7 @@ async def test_usage_is_written_once_per_tenant_and_survives_a_failed_write(
             writes.append((tenant_id, audio_ms))
             return await real_add(tenant_id, audio_ms, day=day)
 
-        repo.add_usage = add_usage  # type: ignore[method-assign]
+        monkeypatch.setattr(repo, "add_usage", add_usage)
         # three sessions of tenant t1 and one of t2 on node A count as they stream
         for _ in range(3):
             assert node_a.add(t1, 1_000) > 0

@@ -8,8 +8,8 @@ viewers see, audio is counted for the tenant, and the daily cap stops the sessio
 from __future__ import annotations
 
 import time
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from conftest import read_wav
 from scripted import ScriptedRecognizer

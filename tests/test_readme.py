@@ -29,7 +29,9 @@ def _blocks(heading: str, lang: str) -> list[str]:
 def _block_after(heading: str) -> str:
     text = (ROOT / "README.md").read_text()
     section = text[text.index(heading) :]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None, f"no sh block after {heading!r}"
+    return block.group(1)
 
 
 async def test_serve_script_and_curl_quick_start(tmp_path: Path) -> None:

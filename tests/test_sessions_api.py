@@ -17,6 +17,7 @@ from rest_helpers import ADMIN_HEADERS, client, create_session, create_tenant, e
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from mcustt import wire
 from mcustt.config import Settings
 
 CREATE_KEYS = {
@@ -71,8 +72,8 @@ async def test_create_session_returns_everything_option_a_promises(server: Runni
     tokens = {doc["ingestToken"], doc["embedToken"], doc["subscribeToken"], doc["ownerSecret"]}
     assert len(tokens) == 4
     assert len(doc["ownerSecret"]) >= 32
-    for name, scope in [("ingestToken", "ingest"), ("embedToken", "embed")]:
-        claims = jwt_claims(doc[name])
+    for token, scope in [(doc["ingestToken"], "ingest"), (doc["embedToken"], "embed")]:
+        claims = jwt_claims(token)
         assert claims["sub"] == sid and claims["scope"] == scope
         assert claims["tid"] == t["tenantId"]
 
@@ -302,7 +303,7 @@ LINES = [
 ]
 
 
-async def session_with_lines(srv: Running) -> tuple[dict[str, Any], dict[str, Any]]:
+async def session_with_lines(srv: Running) -> tuple[wire.TenantWithKey, wire.SessionCreated]:
     async with client(srv) as c:
         t = await create_tenant(c)
         doc = await create_session(c, t["apiKey"])

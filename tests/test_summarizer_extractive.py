@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mcustt import wire
 from mcustt.config import Settings
 from mcustt.summarizers import load_summarizer
 from mcustt.summarizers.base import ActionItem, Line
@@ -98,7 +99,9 @@ async def test_empty_transcript_gives_empty_summary() -> None:
     # Noise markers are blank to this summarizer too.
     lines = [Line(text="  "), Line(text="[noise]")]
     result = await ExtractiveSummarizer(Settings()).summarize(lines, lang="en")
-    assert result.content.to_json() == {"tldr": "", "decisions": [], "actionItems": [], "qa": []}
+    assert result.content.to_json() == wire.SummaryContent(
+        tldr="", decisions=[], actionItems=[], qa=[]
+    )
 
 
 async def test_lang_is_passed_through() -> None:
@@ -167,7 +170,7 @@ def test_output_is_deterministic_across_runs_and_hash_seeds() -> None:
 # --- the cues, one at a time ------------------------------------------------------------
 
 
-def summary_of(*turns: tuple[str | None, str]) -> dict[str, object]:
+def summary_of(*turns: tuple[str | None, str]) -> wire.SummaryContent:
     return summarize_lines([Line(text=text, speaker=who) for who, text in turns]).to_json()
 
 

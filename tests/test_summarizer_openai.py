@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fakes.openai_server import SUMMARY, FakeOpenAI, Recorded, Reply, running_fake_openai
 
+from mcustt import wire
 from mcustt.config import Settings
 from mcustt.summarizers import load_summarizer
 from mcustt.summarizers.base import ActionItem, Line, SummarizerError, SummarizerUnavailable
@@ -319,7 +320,9 @@ async def test_with_a_key_check_passes_without_calling_out(
 
 async def test_empty_transcript_makes_no_request(fake: FakeOpenAI, make: MakeSummarizer) -> None:
     result = await make().summarize([Line(text=""), Line(text="   ")], lang="en")
-    assert result.content.to_json() == {"tldr": "", "decisions": [], "actionItems": [], "qa": []}
+    assert result.content.to_json() == wire.SummaryContent(
+        tldr="", decisions=[], actionItems=[], qa=[]
+    )
     assert fake.requests == []
 
 

@@ -27,11 +27,13 @@ from conftest import (
 )
 from whipclient import close, make_offer, publish, wait_connected
 
+from mcustt.config import Settings
+
 SDP = {"content-type": "application/sdp"}
 LOOPBACK = ["127.0.0.1"]
 
 
-def whip_settings(sqlite_url: str, **overrides: Any) -> Any:
+def whip_settings(sqlite_url: str, **overrides: Any) -> Settings:
     return make_settings(sqlite_url, webrtc_host_addresses=LOOPBACK, **overrides)
 
 
@@ -118,7 +120,7 @@ async def test_aiortc_producer_to_subscriber(
 
             # session-end is published before the claim is released: wait for that too.
             await wait_for(lambda: claim_released(srv, pub.session_id), 10, "the release")
-            session = await srv.state.sessions.get(pub.session_id)
+            session = await srv.stored_session(pub.session_id)
             assert session.status == "ended" and session.end_reason == "whip-ended"
             # Every millisecond sent arrived (Opus 48 kHz stereo → 16 kHz mono) but the
             # last ~80 ms, which aiortc's jitter buffer still holds at the hang-up.
@@ -127,7 +129,7 @@ async def test_aiortc_producer_to_subscriber(
             assert abs(session.audio_ms - sent_ms) <= 0.02 * sent_ms, (session.audio_ms, sent_ms)
             lines = await srv.state.repo.lines(pub.session_id)
             assert [line.seq for line in lines] == seqs
-            assert not srv.state.whip.peers and not srv.state.whip.tasks
+            assert not srv.whip.peers and not srv.whip.tasks
 
 
 # -- refusals -----------------------------------------------------------------------------
@@ -222,7 +224,7 @@ async def test_refusals(sqlite_url: str) -> None:
             # DELETE of a peer that never connected: gone, claim released, session live.
             assert (await c.delete(location)).status_code == 204
             assert await claim_released(srv, sid)
-            assert (await srv.state.sessions.get(sid)).status == "live"
+            assert (await srv.stored_session(sid)).status == "live"
             envelope(await c.delete(location), 404)
 
             # Zero-ceremony: a tenant key (Bearer-less) creates the session.
@@ -230,7 +232,7 @@ async def test_refusals(sqlite_url: str) -> None:
             assert r.status_code == 201, r.text
             created = r.headers["x-session-id"]
             assert created != sid and r.headers["x-subscribe-token"]
-            assert (await srv.state.sessions.get(created)).tenant_id == tenant["tenantId"]
+            assert (await srv.stored_session(created)).tenant_id == tenant["tenantId"]
             assert (await c.delete(r.headers["location"])).status_code == 204
             # RFC 9725 clients send the token as a Bearer.
             r = await c.post(
@@ -238,7 +240,7 @@ async def test_refusals(sqlite_url: str) -> None:
             )
             assert r.status_code == 201, r.text
             assert (await c.delete(r.headers["location"])).status_code == 204
-            assert not srv.state.whip.peers and not srv.state.whip.tasks
+            assert not srv.whip.peers and not srv.whip.tasks
         finally:
             await close(pc)
 
@@ -257,9 +259,9 @@ async def test_no_usable_address_refuses_before_burning(sqlite_url: str) -> None
             envelope(r, 503, "UNAVAILABLE")
         finally:
             await close(pc)
-        session = await srv.state.sessions.get(doc["sessionId"])
+        session = await srv.stored_session(doc["sessionId"])
         assert session.ingest_jti is not None and session.producer_id is None
-        assert not srv.state.whip.peers
+        assert not srv.whip.peers
 
 
 # -- peers that never connect --------------------------------------------------------------
@@ -283,22 +285,22 @@ async def test_peer_that_never_connects_is_cleaned_up(sqlite_url: str, client: s
                 "/api/webrtc", params={"token": doc["ingestToken"]}, content=offer, headers=SDP
             )
             assert r.status_code == 201, r.text
-            assert srv.state.whip.peers and srv.state.whip.tasks
+            assert srv.whip.peers and srv.whip.tasks
             assert not await claim_released(srv, sid)
             if client == "closed":
                 await close(pc)
             started = time.monotonic()
 
             async def cleaned() -> bool:
-                return not srv.state.whip.peers and await claim_released(srv, sid)
+                return not srv.whip.peers and await claim_released(srv, sid)
 
             await wait_for(cleaned, 10, "the cleanup")
             elapsed = time.monotonic() - started
             print(f"{client}: cleaned up after {elapsed:.2f} s")
             if client == "silent":
                 assert elapsed >= 1.3, elapsed  # by the timeout, not before
-            assert not srv.state.whip.tasks
-            session = await srv.state.sessions.get(sid)
+            assert not srv.whip.tasks
+            session = await srv.stored_session(sid)
             assert session.status == "live" and session.audio_ms == 0  # resumable
             await asyncio.sleep(0.2)
             leaked = [t for t in asyncio.all_tasks() - before if not t.done()]
@@ -431,10 +433,10 @@ async def test_chromium_microphone_to_captions(
         await page.wait_for_function(
             "window.__whip.events.some(m => m.type === 'session-end')", timeout=15_000
         )
-        session = await srv.state.sessions.get(doc["sessionId"])
+        session = await srv.stored_session(doc["sessionId"])
         assert session.status == "ended" and session.end_reason == "whip-ended"
         assert session.audio_ms > 3000 and session.producer_id is None
-        assert not srv.state.whip.peers
+        assert not srv.whip.peers
         assert not errors, errors
         await context.close()
 
@@ -458,15 +460,15 @@ async def test_idle_session_ended_elsewhere_and_shutdown(sqlite_url: str) -> Non
             await wait_connected(quiet.pc)
             await wait_connected(ended.pc)
             await wait_for(lambda: claim_released(srv, quiet.session_id), 10, "idle release")
-            session = await srv.state.sessions.get(quiet.session_id)
+            session = await srv.stored_session(quiet.session_id)
             assert session.status == "live" and 400 <= session.audio_ms <= 600
 
             r = await c.delete(f"/api/sessions/{ended.session_id}", headers=key)
             assert r.status_code == 200, r.text
             await wait_for(lambda: claim_released(srv, ended.session_id), 10, "the hang-up")
-            session = await srv.state.sessions.get(ended.session_id)
+            session = await srv.stored_session(ended.session_id)
             assert session.status == "ended" and session.end_reason == "deleted"
-            assert not srv.state.whip.peers
+            assert not srv.whip.peers
 
             # A producer still streaming when the server stops.
             last = await publish(c, pcm, tenant_key=tenant["apiKey"], loop=True)
@@ -475,9 +477,9 @@ async def test_idle_session_ended_elsewhere_and_shutdown(sqlite_url: str) -> Non
         finally:
             for p in (quiet, ended):
                 await close(p.pc)
-    assert not srv.state.whip.peers and not srv.state.whip.tasks
+    assert not srv.whip.peers and not srv.whip.tasks
     await close(last.pc)
     async with run_server(settings) as again:
-        session = await again.state.sessions.get(last.session_id)
+        session = await again.stored_session(last.session_id)
         assert session.status == "live" and session.producer_id is None
         assert session.audio_ms >= 900

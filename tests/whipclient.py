@@ -21,7 +21,7 @@ FRAME_SAMPLES = 320  # 20 ms at 16 kHz
 LOOPBACK = ["127.0.0.1"]
 
 
-class PcmTrack(MediaStreamTrack):  # type: ignore[misc]
+class PcmTrack(MediaStreamTrack):
     """Plays ``pcm`` (PCM16 16 kHz mono) in 20 ms frames, paced on the wall clock; then
     ends (``loop=False``) or starts over. ``ended`` is set after the last frame."""
 

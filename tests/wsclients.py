@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,9 @@ async def stream_pcm(
 
 
 @contextlib.asynccontextmanager
-async def producer(url: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+async def producer(
+    url: str, **kwargs: Any
+) -> AsyncIterator[tuple[ClientConnection, Collected, asyncio.Task[Collected]]]:
     """Connect, start collecting everything the server sends."""
     ws = await websockets.connect(url, max_size=None, **kwargs)
     got = Collected()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from mcustt.brokers.base import Broker
+from mcustt.brokers.base import Broker, Deliver, Resync
+from mcustt.config import Settings
 
 
 class MemoryBroker(Broker):
     name = "memory"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings, deliver: Deliver, resync: Resync) -> None:
+        super().__init__(settings, deliver, resync)
         self._channels: set[str] = set()
 
     async def publish(self, session_id: str, message: str) -> None:

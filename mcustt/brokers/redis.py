@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from mcustt.brokers.base import Broker
+from mcustt.brokers.base import Broker, Deliver, Resync
+from mcustt.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -22,8 +23,8 @@ log = structlog.get_logger(__name__)
 class RedisBroker(Broker):
     name = "redis"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings, deliver: Deliver, resync: Resync) -> None:
+        super().__init__(settings, deliver, resync)
         assert self.settings.redis_url, "RedisBroker needs MCUSTT_REDIS_URL"
         self._prefix = f"{self.settings.redis_prefix}:events:"
         self._client: aioredis.Redis = aioredis.Redis.from_url(

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import event
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from alembic import command
 from mcustt.config import ConfigError
 from mcustt.resources import ALEMBIC_DIR
 from mcustt.wire import ErrorCode
@@ -88,8 +93,6 @@ class Database:
             yield s
 
     async def ping(self) -> None:
-        from sqlalchemy import text
-
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
@@ -97,8 +100,6 @@ class Database:
         """The Alembic revision stamped in the database (None = never migrated)."""
 
         def read(conn: Connection) -> str | None:
-            from alembic.runtime.migration import MigrationContext
-
             return MigrationContext.configure(conn).get_current_revision()
 
         async with self.engine.connect() as conn:
@@ -108,9 +109,7 @@ class Database:
         await self.engine.dispose()
 
 
-def alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
+def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
     cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
@@ -118,31 +117,23 @@ def alembic_config(url: str) -> Any:
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None, "alembic/versions has no revision"
     return head
 
 
 def known_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     return {rev.revision for rev in script.walk_revisions()}
 
 
 def migrate(url: str, revision: str = "head") -> None:
     """Upgrade (synchronously; call from a thread when inside an event loop)."""
-    from alembic import command
-
     ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str = "base") -> None:
-    from alembic import command
-
     command.downgrade(alembic_config(url), revision)
 
 
@@ -152,8 +143,6 @@ class SchemaMismatch(ConfigError):
 
 async def check_schema(db: Database, *, migrate_on_start: bool) -> None:
     """Refuse to run on an unmigrated or newer database, or migrate when told to."""
-    import asyncio
-
     current = await db.revision()
     head = head_revision()
     if current == head:

@@ -167,9 +167,11 @@ async def running_fake_openai(fake: FakeOpenAI | None = None) -> AsyncIterator[F
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        fake.app, lifespan="off", ws="none", log_level="warning", access_log=False
-    )
+    # No logging config or level: with them uvicorn reconfigures the whole process's
+    # loggers ("uvicorn" stops propagating, "uvicorn.error" drops to WARNING), and an
+    # mcustt server started later in this process no longer logs its handshakes
+    # (test_logs.py).
+    config = uvicorn.Config(fake.app, lifespan="off", ws="none", log_config=None, access_log=False)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
