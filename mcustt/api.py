@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from mcustt import sessions, subtitles, tenants, wire
 from mcustt.bodies import parse_body, read_json, validate
-from mcustt.errors import BadRequest, Forbidden, Unauthorized
+from mcustt.errors import BadRequest, Forbidden, MCUSTTError, Unauthorized
 from mcustt.sessions import Credentials
 from mcustt.state import app_state
 from mcustt.store.models import Session, Tenant
@@ -146,8 +146,13 @@ async def readyz(request: Request) -> Response:
         try:
             await coro
             checks[name] = "ok"
+        except MCUSTTError as exc:  # written for operators ("set OPENAI_API_KEY")
+            checks[name] = f"failed: {exc.message}"
         except Exception as exc:  # readiness reports any failure, whatever its type
-            checks[name] = f"failed: {exc}"
+            # A driver's own text may carry a URL or a statement: to the log, not to
+            # whoever can reach /readyz.
+            log.warning("readiness check failed", check=name, error=repr(exc))
+            checks[name] = f"failed: {type(exc).__name__} (details in the server log)"
 
     await probe("database", state.db.ping())
     if state.settings.redis_url:

@@ -18,19 +18,28 @@ from typing import Any, Literal, cast
 
 import structlog
 
-from mcustt import wire
+from mcustt import logs, wire
 from mcustt.bodies import validate
-from mcustt.errors import BadRequest
+from mcustt.errors import BadRequest, MCUSTTError
 from mcustt.metrics import Metrics
 from mcustt.store.models import Job, Session
 from mcustt.store.repo import Repo
 from mcustt.summarizers import Line, Summarizer, SummarizerError, SummarizerUnavailable
 from mcustt.tokens import random_id
-from mcustt.wire import BatchRequest
+from mcustt.wire import BatchRequest, ErrorCode
 
 log = structlog.get_logger(__name__)
 
 WORKERS = 2
+
+
+def internal_failure(job: Job) -> str:
+    """What a client reads when a job failed on our side: a stable code and message that
+    name the job, whose id leads an operator to the logged cause."""
+    return (
+        f"{ErrorCode.INTERNAL}: the {'summary' if job.kind == 'session_summary' else 'job'}"
+        f" could not be made because of a server error (job {job.id}); try again later"
+    )
 
 
 def job_json(job: Job) -> wire.Job:
@@ -210,7 +219,14 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
                 continue
-            await self.run(*claimed)
+            try:
+                await self.run(*claimed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Recording the outcome failed (the database went away): the lease
+                # expires and the job is taken again; this worker lives on.
+                log.exception("job bookkeeping failed", job_id=claimed[0].id)
 
     async def run(self, job: Job, owner: str) -> None:
         bound = log.bind(job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)
@@ -218,17 +234,25 @@ class JobRunner:
         try:
             result = await self._execute(job)
         except (SummarizerError, SummarizerUnavailable) as exc:
-            await self._finish(job, owner, status="failed", error=exc.message)
+            # The summarizer's own report, written for clients (scrubbed all the same:
+            # a plug-in may quote its upstream).
+            await self._finish(job, owner, status="failed", error=logs.scrub(exc.message))
             bound.warning("job failed", error=exc.message)
         except asyncio.CancelledError:
             raise  # shutdown: the lease expires and another worker takes it
         except Exception as exc:
+            if isinstance(exc, MCUSTTError) and exc.status_code < 500:
+                # The input is at fault (a 4xx): it fails the same on every attempt.
+                bound.warning("job failed", error=exc.message)
+                error = f"{exc.code}: {logs.scrub(exc.message)}"
+                await self._finish(job, owner, status="failed", error=error)
+                return
             final = job.attempts >= job.max_attempts
+            # The exception (on PostgreSQL: the SQL and its parameters) is for the log
+            # alone; the job and the summary get a stable code and message.
             bound.exception("job attempt failed", attempt=job.attempts, final=final)
             if final:
-                await self._finish(
-                    job, owner, status="failed", error=f"{type(exc).__name__}: {exc}"
-                )
+                await self._finish(job, owner, status="failed", error=internal_failure(job))
             else:
                 await self.repo.requeue_job(
                     job.id, owner, run_after=time.time() + 2.0**job.attempts

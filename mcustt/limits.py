@@ -17,6 +17,9 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from mcustt.config import Settings
 from mcustt.errors import RateLimited
 
+#: ``ws_upgrade`` is the budget for opening any stream: ``/ws/stt`` and ``/ws/subscribe``
+#: upgrades, WHIP offers and SSE feeds (one viewer or producer costs a node the same
+#: whichever transport it picked, so one budget, one setting).
 Rule = Literal["create_session", "summarize", "ws_upgrade"]
 
 

@@ -2,7 +2,8 @@
 
 Secrets never reach a log line: the redaction processor masks any field whose name says
 key / token / secret / authorization, and access logs record the path without its query
-string (ingest and subscribe URLs carry tokens there).
+string (ingest and subscribe URLs carry tokens there) nor a WHIP resource id (a
+capability: it alone ends the producer's session).
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 
 _QUERY_SECRET = re.compile(r"((?:token|t|key|ownerSecret)=)[^&\s\"']+")
+#: A WHIP resource URL is a capability (it alone hangs up the producer, RFC 9725), so an
+#: access log keeps the route and drops the id: ``/api/webrtc/…``.
+_CAPABILITY_PATH = re.compile(r"(/api/webrtc/)[^/?#\s\"']+")
 
 
 def scrub(text: str) -> str:
-    return _SECRET_VALUE.sub("[redacted]", _QUERY_SECRET.sub(r"\1[redacted]", text))
+    text = _CAPABILITY_PATH.sub(r"\1…", _QUERY_SECRET.sub(r"\1[redacted]", text))
+    return _SECRET_VALUE.sub("[redacted]", text)
 
 
 class ScrubFilter(logging.Filter):

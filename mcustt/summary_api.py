@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcustt import wire
-from mcustt.api import require_tenant, session_access
+from mcustt.api import check_browser_origin, require_tenant, session_access
 from mcustt.bodies import read_json, validate
 from mcustt.errors import BadRequest, NotFound, Unprocessable
 from mcustt.jobs import batch_lines, job_json, run_batch
@@ -35,6 +35,9 @@ async def require_summarizer(state: AppState) -> None:
 async def get_summary(request: Request) -> Response:
     state = app_state(request)
     creds = await session_access(request, request.path_params["session_id"], tenant=True, read=True)
+    # Like the state, transcript and stream: a browser page may read it only from the
+    # tenant's allowed origins.
+    await check_browser_origin(request, creds.session)
     summary = await state.repo.get_summary(creds.session.id)
     if summary is not None and summary.status == "ready":
         ready: wire.Summary = {

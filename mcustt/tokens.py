@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import jwt
 
@@ -85,7 +86,11 @@ class TokenIssuer:
         return token, claims
 
     def verify(self, token: str, *, scopes: frozenset[str] | set[str]) -> Claims:
-        """Decode and check signature, expiry, issuer and scope.
+        """Decode and check signature, expiry, issuer, the claims' types and the scope.
+
+        A token signed with our secret is still input: its claims are checked for type
+        and shape before anything uses them (a list as ``scope``, a NUL in ``sub`` or an
+        ``exp`` of ``Infinity`` must be a 401, not an error deeper down).
 
         Raises:
             Unauthorized: with a code telling expired / invalid / wrong scope apart.
@@ -100,13 +105,33 @@ class TokenIssuer:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired", code=ErrorCode.TOKEN_EXPIRED) from None
-        except jwt.PyJWTError:
+        # PyJWT converts exp/iat/nbf with int(): an Infinity in a signed payload raises
+        # OverflowError, and a deeply nested one RecursionError, not a PyJWTError.
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
             raise Unauthorized("invalid token", code=ErrorCode.INVALID_TOKEN) from None
         scope = data.get("scope")
+        if not isinstance(scope, str):
+            raise _invalid("scope")
         if scope not in scopes or scope not in ("ingest", "embed", "subscribe"):
             raise Unauthorized(
                 f"token scope {scope!r} is not allowed here", code=ErrorCode.WRONG_TOKEN_SCOPE
             )
-        return Claims(
-            str(data["sub"]), str(data.get("tid", "")), scope, str(data["jti"]), int(data["exp"])
-        )
+        sub, tid, jti, exp = data["sub"], data.get("tid", ""), data["jti"], data["exp"]
+        for name, value in (("sub", sub), ("jti", jti)):
+            if not isinstance(value, str) or not _CLAIM_ID.fullmatch(value):
+                raise _invalid(name)
+        if not isinstance(tid, str) or (tid and not _CLAIM_ID.fullmatch(tid)):
+            raise _invalid("tid")
+        # bool is an int to Python; a float exp (allowed by RFC 7519) is truncated.
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp < 2**63:
+            raise _invalid("exp")
+        return Claims(sub, tid, cast(Scope, scope), jti, int(exp))
+
+
+#: What an id claim (``sub``, ``tid``, ``jti``) may hold: the alphabet and length of the
+#: ids we mint, so a signed token cannot carry a NUL or a megabyte into a query.
+_CLAIM_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _invalid(claim: str) -> Unauthorized:
+    return Unauthorized(f"invalid token: bad {claim} claim", code=ErrorCode.INVALID_TOKEN)

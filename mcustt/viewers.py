@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,21 +34,32 @@ from mcustt.events import Event
 from mcustt.fanout import PING, Viewer, relay
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session
-from mcustt.wire import CloseCode, CloseReason, ErrorCode
+from mcustt.wire import CloseCode, CloseReason, ErrorCode, ErrorEvent
 from mcustt.wsutil import reject
 
 log = structlog.get_logger(__name__)
 
+#: What a viewer is told when its stream fails on our side (the cause is only logged).
+_FAILED = "the caption stream failed on the server; reconnect to resume"
+
+
+#: The largest seq a client may name: seqs are 64-bit signed in the store, and a larger
+#: number would overflow in the replay query (after the stream started).
+MAX_SEQ = 2**63 - 1
+_SEQ = re.compile(r"[0-9]{1,19}")
+
 
 def _seq_param(raw: str | None, name: str) -> int | None:
+    """A replay position from the query or a header, checked before any work is done:
+    ASCII digits only (``int`` would also take ``+1``, ``1_0`` and other scripts' digits)
+    and within 0..2**63-1."""
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if value < 0:
-        raise BadRequest(f"{name} must be >= 0")
+    if not _SEQ.fullmatch(raw):
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_SEQ}")
+    value = int(raw)
+    if value > MAX_SEQ:
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_SEQ}")
     return value
 
 
@@ -116,6 +128,10 @@ class _Connection:
     async def close(self, code: int, reason: str) -> None:
         """The peer left or broke the rules (only after the relay stopped)."""
 
+    async def failed(self) -> None:
+        """The relay failed (a bug, the store gone): end the stream the transport's way."""
+        raise NotImplementedError
+
     # the common part -----------------------------------------------------------------
 
     async def session_ended(self) -> bool:
@@ -163,15 +179,24 @@ class _Connection:
 
     async def _relay(self) -> None:
         viewer = self.viewer
-        # OSError: the server's send reports a socket gone; the reading side sees it too.
-        with contextlib.suppress(OSError, WebSocketDisconnect):
-            await relay(
-                self.state.repo,
-                viewer,
-                last_seq=self.last_seq,
-                session_ended=self.session_ended,
-                send=self.send_item,
-            )
+        try:
+            # OSError: the server's send reports a socket gone; the reading side sees it.
+            with contextlib.suppress(OSError, WebSocketDisconnect):
+                await relay(
+                    self.state.repo,
+                    viewer,
+                    last_seq=self.last_seq,
+                    session_ended=self.session_ended,
+                    send=self.send_item,
+                )
+        except Exception:
+            # Whatever broke, the viewer gets a close frame (or an SSE error event), not a
+            # connection cut mid-stream; the details stay in the log.
+            log.exception("viewer relay failed", session_id=viewer.session_id)
+            if not viewer.closed:
+                await self.failed()
+            await self.state.hub.leave(viewer)
+            return
         if viewer.closed:
             return
         if viewer.kicked:
@@ -230,6 +255,9 @@ class _WsConnection(_Connection):
         else:
             await self.close(CloseCode.NORMAL, CloseReason.SESSION_ENDED)
 
+    async def failed(self) -> None:
+        await self.close(CloseCode.INTERNAL_ERROR, f"{ErrorCode.INTERNAL}: {_FAILED}")
+
     async def close(self, code: int, reason: str) -> None:
         # A close reason is limited to 123 bytes by RFC 6455.
         reason = reason.encode()[:123].decode(errors="ignore")
@@ -250,6 +278,9 @@ async def sse_stream(request: Request) -> Response:
     state = app_state(request)
     session_id = request.path_params["session_id"]
     try:
+        # Opening a stream spends from the same per-IP budget as a WebSocket upgrade (a
+        # viewer either way), counted before the token or the database is looked at.
+        await state.limiter.hit("ws_upgrade", state.client_ip(request))
         last_seq = _seq_param(
             request.headers.get("last-event-id") or request.query_params.get("lastEventId"),
             "Last-Event-ID",
@@ -323,7 +354,13 @@ class _SseConnection(_Connection):
     async def ended(self) -> None:
         kicked = self.viewer.kicked
         if kicked:
-            error = events.error(kicked.split(":")[0], kicked, fatal=True)
-            body = b"event: error\r\ndata: " + events.dumps(error).encode() + b"\r\n\r\n"
-            await self._send(_sse_body(body))
+            await self._error(events.error(kicked.split(":")[0], kicked, fatal=True))
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def failed(self) -> None:
+        await self._error(events.error(ErrorCode.INTERNAL, _FAILED, fatal=True))
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _error(self, error: ErrorEvent) -> None:
+        body = b"event: error\r\ndata: " + events.dumps(error).encode() + b"\r\n\r\n"
+        await self._send(_sse_body(body))

@@ -17,7 +17,10 @@ class SummaryQueries:
             return await s.get(Summary, session_id)
 
     async def mark_summary_pending(self, session_id: str) -> None:
-        """Create the row, or reset it to pending (a regeneration): clears any error."""
+        """Create the row, or reset it to pending (a regeneration): clears any error.
+
+        A previous summary's content stays in the row (and ``updated_at`` keeps dating
+        it): should the regeneration fail, :meth:`mark_summary_failed` serves it again."""
         now = time.time()
         async with self.db.session() as s:
             summary = await s.get(Summary, session_id)
@@ -25,7 +28,8 @@ class SummaryQueries:
                 summary = Summary(session_id=session_id, updated_at=now)
             summary.status = "pending"
             summary.error = None
-            summary.updated_at = now
+            if summary.content is None:
+                summary.updated_at = now
             s.add(summary)
             await s.commit()
 
@@ -56,12 +60,20 @@ class SummaryQueries:
             await s.commit()
 
     async def mark_summary_failed(self, session_id: str, error: str) -> None:
-        """Record why it failed; a session without a summary row is left without one."""
+        """Record why it failed; a session without a summary row is left without one.
+
+        A failed regeneration does not take away a summary that was ready: the row is
+        ready again with its previous content (the failure is the job's to report)."""
         async with self.db.session() as s:
             summary = await s.get(Summary, session_id)
-            if summary is not None:
+            if summary is None:
+                return
+            if summary.content is not None:
+                summary.status = "ready"
+                summary.error = None
+            else:
                 summary.status = "failed"
                 summary.error = error
                 summary.updated_at = time.time()
-                s.add(summary)
-                await s.commit()
+            s.add(summary)
+            await s.commit()
