@@ -20,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mcustt import api, docs_page, logs, openapi, summary_api, viewers, webui
 from mcustt.config import Settings
+from mcustt.edge import Edge
 from mcustt.errors import MCUSTTError, error_response
 from mcustt.ingest import websocket as ingest_ws
 from mcustt.ingest import whip
@@ -181,6 +182,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             ],
             max_age=600,
         ),
+        # Inside CORS (a refusal still carries its headers), before every route: body
+        # cap and impossible ids (see mcustt.edge).
+        Middleware(Edge),
     ]
     if settings.trusted_proxies:
         # Outermost, so everything after it sees the real client (rate limits key on it).

@@ -492,7 +492,7 @@ def _paths() -> dict[str, Schema]:
                         "content": {"text/event-stream": {"schema": STR}},
                     }
                 },
-                errors=(400, 401, 403, 404),
+                errors=(400, 401, 403, 404, 429),
             ),
         },
         "/api/sessions/{session_id}/summary": {
@@ -506,7 +506,7 @@ def _paths() -> dict[str, Schema]:
                     200: _json(_ref("Summary"), "Ready."),
                     202: _json(_ref("SummaryPending"), "Not ready: pending or failed."),
                 },
-                errors=(401, 404, 503),
+                errors=(401, 403, 404, 503),
             ),
         },
         "/api/sessions/{session_id}/summarize": {
@@ -633,7 +633,7 @@ def _paths() -> dict[str, Schema]:
                 tag="Ingest",
                 security=[],
                 ok={},
-                errors=(405,),
+                errors=(404, 405),
             ),
         },
         "/embed/{session_id}": {
@@ -647,6 +647,7 @@ def _paths() -> dict[str, Schema]:
                 "never reaches the server. Options: `?theme=light|dark|auto&fontSize=N"
                 "&lines=N&title=0`.",
                 ok={200: {"description": "HTML.", "content": {"text/html": {"schema": STR}}}},
+                errors=(404,),  # an id no session can have (an unknown one gets the page)
             ),
         },
         "/openapi.json": {

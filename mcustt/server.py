@@ -3,16 +3,158 @@
 from __future__ import annotations
 
 import gc
+import json
 import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 
 from mcustt.app import create_app
 from mcustt.asgi import Outermost
 from mcustt.config import Settings
 from mcustt.ingest.audio import MAX_FRAME_BYTES
 from mcustt.state import AppState
+from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
+
+#: The longest request target (path and query) a request may have: tokens in a query
+#: are a few hundred bytes. Longer is 414.
+MAX_TARGET_BYTES = 8 * 1024
+#: The most bytes a request's head (request line and headers) may take. More is 431.
+MAX_HEAD_BYTES = 16 * 1024
+#: How long a refused connection is drained before it is closed (see HttpProtocol._linger).
+LINGER_S = 2.0
+
+
+def _refusal(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response in the contract's envelope, closing the connection:
+    for requests refused before any ASGI app sees them."""
+    code = HTTP_STATUS_CODES.get(status, ErrorCode.BAD_REQUEST)
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded request head.
+
+    llhttp (under httptools) does not limit the headers, nor the request target below
+    ~64 KB, and uvicorn accumulates both in memory. Here a target over
+    :data:`MAX_TARGET_BYTES` is 414 and a head over :data:`MAX_HEAD_BYTES` is 431, in the
+    envelope, and the connection is closed (see :meth:`_linger`). Every other request
+    llhttp refuses gets the envelope too (400). A WebSocket upgrade goes through here
+    first, so this also bounds what reaches the WebSocket protocol.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_open = True  # until the head of the current request is complete
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._refused: tuple[int, str] | None = None
+        self._lingering = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: dropped unread
+        if self._head_open:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_open and self._head_bytes > MAX_HEAD_BYTES:
+            # Counted per read, so a head is refused within one read past the bound,
+            # before llhttp or uvicorn have buffered more.
+            self._refused = (431, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+            self.send_400_response("")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open = True
+        self._header_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A head that arrived whole in one read: its headers, counted exactly.
+        self._header_bytes += len(name) + len(value) + 4
+        if len(self.url) + self._header_bytes > MAX_HEAD_BYTES:
+            self._refused = (431, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+            raise ValueError("request head too large")
+        super().on_header(name, value)
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_TARGET_BYTES:
+            self._refused = (414, f"the request target is longer than {MAX_TARGET_BYTES} bytes")
+            # Raised through llhttp: uvicorn answers a parser error with send_400_response.
+            raise ValueError("request target too long")
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open = True  # the next bytes are the next request's head
+
+    def send_400_response(self, msg: str) -> None:
+        if self.transport.is_closing() or self._lingering:
+            return
+        status, message = self._refused or (400, "invalid HTTP request")
+        self.transport.write(_refusal(status, message))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer, without losing it: closing a socket that still holds
+        unread request bytes makes the kernel send a reset, and the client may then
+        never read the answer. So our side is shut down (the client reads the answer,
+        then EOF), what the client still sends is read and dropped, and the connection
+        closes when the client closes or after :data:`LINGER_S` at most."""
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websockets protocol, answering an upgrade request that
+    websockets itself refuses.
+
+    websockets parses the upgrade request again, with its own limits (a line over 8 KB,
+    more than 128 headers); when it refuses one it queues its answer, but uvicorn only
+    writes what websockets produces once it sees a request event, so the connection was
+    left open with no answer. Here it is answered (414, 431, or 400) and closed.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.handshake_initiated:  # the usual case: a request came through
+            return
+        exc = self.conn.handshake_exc
+        if exc is None or self.transport.is_closing():
+            return
+        self.conn.data_to_send()  # websockets' own plain-text answer: ours replaces it
+        if isinstance(exc, RequestLineTooLong):
+            status, message = 414, "the request line is too long"
+        elif isinstance(exc, HeaderLineTooLong | TooManyHeaders):
+            status, message = 431, "a header line is too long, or there are too many headers"
+        else:
+            status, message = 400, "invalid WebSocket upgrade request"
+        self.handshake_complete = self.close_sent = True
+        self.transport.write(_refusal(status, message))
+        self.transport.close()
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -22,7 +164,8 @@ def uvicorn_options() -> dict[str, Any]:
         # Frames up to the contract's 1 MB reach the app, which closes 1009 with a
         # reason; uvicorn itself closes anything larger (also 1009).
         "ws_max_size": MAX_FRAME_BYTES + 64 * 1024,
-        "ws": "websockets-sansio",
+        "ws": WebSocketProtocol,
+        "http": HttpProtocol,
         "access_log": False,  # our access log omits query strings, which carry tokens
         "log_config": None,
         "lifespan": "on",

@@ -150,18 +150,40 @@ async def authenticate(db: Database, key: str | None) -> Tenant:
     return tenant
 
 
+def allowed_origins(tenant: Tenant) -> list[str]:
+    """The tenant's origins, normalized (:func:`mcustt.wire.normalize_origin`). A row
+    stored before origins were validated may hold entries that are not origins (a
+    trailing newline, a path, ``;``): they are skipped, so they can neither match nor
+    reach a header."""
+    valid = []
+    for entry in tenant.allowed_origins or []:
+        try:
+            valid.append(wire.normalize_origin(entry))
+        except ValueError:
+            continue
+    return valid
+
+
+def _normalized(origin: str) -> str | None:
+    try:
+        return wire.normalize_origin(origin.rstrip("/"))
+    except ValueError:
+        return None
+
+
 def check_origin(tenant: Tenant, origin: str | None, *, own: str | None = None) -> None:
     """Browser-facing endpoints: an ``Origin`` outside the tenant's list gets 403.
 
     A tenant with no list accepts every origin (captions are meant to be embedded);
     requests without an Origin header (servers, CLIs) are not browsers and pass.
     """
-    allowed = tenant.allowed_origins or []
-    if not origin or not allowed or "*" in allowed:
+    stored = tenant.allowed_origins or []
+    if not origin or not stored or "*" in stored:
         return
     if own is not None and origin.rstrip("/") == own.rstrip("/"):
         return  # our own embed page, calling home
-    if origin.rstrip("/") not in {a.rstrip("/") for a in allowed}:
+    given = _normalized(origin)
+    if given is None or given == "*" or given not in allowed_origins(tenant):
         raise Forbidden(
             f"origin {origin} is not allowed for this tenant", code=ErrorCode.ORIGIN_FORBIDDEN
         )

@@ -27,9 +27,12 @@ async def embed_page(request: Request) -> Response:
     ancestors = "*"
     if session is not None:
         tenant = await tenants.find(state.db, session.tenant_id)
-        allowed = (tenant.allowed_origins if tenant else None) or []
-        if allowed and "*" not in allowed:
-            ancestors = " ".join(["'self'", *allowed])
+        stored = (tenant.allowed_origins if tenant else None) or []
+        if tenant is not None and stored and "*" not in stored:
+            # Only entries that parse as origins reach the header (a row from before
+            # origins were validated could otherwise break it or inject a directive);
+            # with none left, only our own pages may frame it.
+            ancestors = " ".join(["'self'", *tenants.allowed_origins(tenant)])
     # An unknown session still gets the page: it explains the problem to the viewer
     # instead of leaving a blank box in someone's iframe.
     return FileResponse(

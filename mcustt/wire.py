@@ -16,9 +16,11 @@ checks the builder against the type), and the OpenAPI document and the client fo
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 # -- codes ---------------------------------------------------------------------------------
@@ -35,6 +37,8 @@ class ErrorCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     CONFLICT = "CONFLICT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    URI_TOO_LONG = "URI_TOO_LONG"
+    HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     UNPROCESSABLE = "UNPROCESSABLE"
     RATE_LIMITED = "RATE_LIMITED"
@@ -90,9 +94,11 @@ HTTP_STATUS_CODES: dict[int, ErrorCode] = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     409: ErrorCode.CONFLICT,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
+    414: ErrorCode.URI_TOO_LONG,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     422: ErrorCode.UNPROCESSABLE,
     429: ErrorCode.RATE_LIMITED,
+    431: ErrorCode.HEADERS_TOO_LARGE,
     503: ErrorCode.UNAVAILABLE,
 }
 
@@ -134,14 +140,88 @@ ORIGIN_PATTERN = (
     r"^(\*|https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?)$"
 )
 URL_PATTERN = r"^https?://"
+#: The largest integer a request body may carry (PostgreSQL's BIGINT).
+MAX_INT = 2**63 - 1
+#: The largest seq there can be: the seq columns are INTEGER (32 bits on PostgreSQL), so
+#: a larger bound in a query would overflow there rather than match nothing.
+MAX_SEQ = 2**31 - 1
+#: What no database can store in text: NUL (PostgreSQL refuses it) and lone surrogates
+#: (not encodable as UTF-8, so no driver can send them).
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    if UNSTORABLE_TEXT.search(value):
+        raise ValueError("must not contain NUL characters or lone surrogates")
+    return value
+
+
+#: Free text a client sends and the server stores (titles, names, subtitles…).
+Text = Annotated[str, AfterValidator(storable_text)]
+
+#: What a browser's ``Origin`` looks like, before IDNA: scheme, host (a name, which may
+#: be non-ASCII, or a bracketed IPv6 address), an optional port, and nothing else.
+_ORIGIN_INPUT = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+    r"(?P<host>[^\x00-\x20\x7f/\\?#@:;,'\"<>\[\]`{}|^%]+|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(value: str) -> str:
+    """``*``, or the serialized origin a browser sends for ``value``: scheme and host in
+    lower case, an IDN host in punycode, the scheme's default port dropped.
+
+    Raises:
+        ValueError: anything that is not exactly scheme://host[:port] (a path, a trailing
+            newline, ``;``, quotes or spaces would end up in a CSP header).
+    """
+    if value == "*":
+        return value
+    match = _ORIGIN_INPUT.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an origin (scheme://host[:port], or *)")
+    scheme, host, port = match["scheme"].lower(), match["host"], match["port"]
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{value!r}: the scheme must be http or https")
+    if not host.startswith("["):
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise ValueError(f"{value!r}: the host is not a valid domain name") from None
+        if not _DNS_NAME.fullmatch(host) or len(host) > 253:
+            raise ValueError(f"{value!r}: the host is not a valid domain name")
+    else:
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            raise ValueError(f"{value!r}: the host is not an IPv6 address") from None
+    if port is not None:
+        number = int(port)
+        if not 0 < number <= 65535:
+            raise ValueError(f"{value!r}: the port must be 1-65535")
+        if number != _DEFAULT_PORTS[scheme]:
+            return f"{scheme}://{host}:{number}"
+    return f"{scheme}://{host}"
+
 
 #: A BCP-47 language code such as ``en-US``.
 Lang = Annotated[str, Field(pattern=LANG_PATTERN, examples=["en-US"])]
 #: Unix seconds (float).
 Time = Annotated[float, Field(description="Unix time, seconds.")]
-#: A browser origin (``https://example.com``) or ``*``.
+#: A browser origin (``https://example.com``) or ``*``. Stored normalized (see
+#: :func:`normalize_origin`); the schema's pattern is that stored form.
 Origin = Annotated[
-    str, Field(pattern=ORIGIN_PATTERN, examples=["https://example.com"], max_length=2000)
+    str,
+    Field(
+        examples=["https://example.com"],
+        max_length=2000,
+        description="scheme://host[:port] or `*`; an IDN host is stored in punycode.",
+        json_schema_extra={"pattern": ORIGIN_PATTERN},
+    ),
+    AfterValidator(normalize_origin),
 ]
 SessionId = Annotated[str, Field(description="The session id (10 letters and digits).")]
 
@@ -155,13 +235,13 @@ class Body(BaseModel):
 
 
 class Brand(Body):
-    brandName: Annotated[str, Field(max_length=200)] | None = None
+    brandName: Annotated[Text, Field(max_length=200)] | None = None
     accentColor: Annotated[str, Field(pattern=COLOR_PATTERN, examples=["#0b5"])] | None = None
-    logoUrl: Annotated[str, Field(max_length=2000, pattern=URL_PATTERN)] | None = None
+    logoUrl: Annotated[Text, Field(max_length=2000, pattern=URL_PATTERN)] | None = None
 
 
 class TenantCreate(Body):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
     maxSessions: Annotated[int, Field(ge=1, le=100_000)] | None = None
     dailyMinutesCap: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     brand: Brand | None = None
@@ -169,7 +249,7 @@ class TenantCreate(Body):
 
 
 class TenantUpdate(Body):
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
     maxSessions: Annotated[int, Field(ge=1, le=100_000)] | None = None
     dailyMinutesCap: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     brand: Brand | None = None
@@ -178,7 +258,7 @@ class TenantUpdate(Body):
 
 
 class SessionCreate(Body):
-    title: Annotated[str, Field(max_length=500)] | None = None
+    title: Annotated[Text, Field(max_length=500)] | None = None
     sourceLang: Lang | None = None
     autoDetect: bool = True
 
@@ -186,18 +266,18 @@ class SessionCreate(Body):
 class OwnerSecretBody(Body):
     """``ownerSecret`` proves ownership when no ``x-tenant-key`` is sent."""
 
-    ownerSecret: str | None = None
+    ownerSecret: Text | None = None
 
 
 class SummarizeBody(OwnerSecretBody):
-    fromSeq: Annotated[int, Field(ge=0)] | None = None
-    toSeq: Annotated[int, Field(ge=0)] | None = None
+    fromSeq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+    toSeq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
 
 
 class Subtitle(Body):
-    text: Annotated[str, Field(max_length=20_000)]
-    ts: float | None = None
-    speaker: Annotated[str, Field(max_length=64)] | None = None
+    text: Annotated[Text, Field(max_length=20_000)]
+    ts: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    speaker: Annotated[Text, Field(max_length=64)] | None = None
 
 
 def _summary_only() -> list[Want]:
@@ -224,7 +304,7 @@ class BatchRequest(Body):
     )
 
     subtitles: Annotated[list[Subtitle], Field(max_length=100_000)] | None = None
-    text: Annotated[str, Field(max_length=2_000_000)] | None = None
+    text: Annotated[Text, Field(max_length=2_000_000)] | None = None
     sourceLang: Lang | None = None
     want: Annotated[list[Want], Field(min_length=1)] = Field(default_factory=_summary_only)
 
