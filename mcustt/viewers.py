@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mcustt import events, tenants
+from mcustt import events, tenants, wire
 from mcustt.api import read_token
 from mcustt.asgi import detach
 from mcustt.errors import BadRequest, MCUSTTError, NotFound, Unauthorized, error_response
@@ -43,23 +43,21 @@ log = structlog.get_logger(__name__)
 _FAILED = "the caption stream failed on the server; reconnect to resume"
 
 
-#: The largest seq a client may name: seqs are 64-bit signed in the store, and a larger
-#: number would overflow in the replay query (after the stream started).
-MAX_SEQ = 2**63 - 1
 _SEQ = re.compile(r"[0-9]{1,19}")
 
 
 def _seq_param(raw: str | None, name: str) -> int | None:
     """A replay position from the query or a header, checked before any work is done:
     ASCII digits only (``int`` would also take ``+1``, ``1_0`` and other scripts' digits)
-    and within 0..2**63-1."""
+    and within 0..``wire.MAX_SEQ`` (a larger number would overflow in the replay query,
+    after the stream started)."""
     if raw is None or raw == "":
         return None
     if not _SEQ.fullmatch(raw):
-        raise BadRequest(f"{name} must be an integer from 0 to {MAX_SEQ}")
+        raise BadRequest(f"{name} must be an integer from 0 to {wire.MAX_SEQ}")
     value = int(raw)
-    if value > MAX_SEQ:
-        raise BadRequest(f"{name} must be an integer from 0 to {MAX_SEQ}")
+    if value > wire.MAX_SEQ:
+        raise BadRequest(f"{name} must be an integer from 0 to {wire.MAX_SEQ}")
     return value
 
 
