@@ -28,6 +28,16 @@ CHECKS = ",".join(
 )
 
 
+PHASES = "examples,coverage,fuzzing,stateful"
+
+
+def stateful_scenarios(report: str) -> int:
+    """How many scenarios the stateful phase ran (its summary's ``Scenarios: N``)."""
+    found = re.findall(r"Scenarios:\s+(\d+)", report)
+    assert found, "the report has no stateful phase:\n" + report[-5000:]
+    return sum(int(n) for n in found)
+
+
 def _route_operations() -> set[tuple[str, str]]:
     """(method, path) of every HTTP route the app serves, in OpenAPI's path syntax."""
     from starlette.routing import Route
@@ -123,6 +133,11 @@ async def _schemathesis(url: str, config: Path, *args: str) -> str:
         "--workers",
         "1",
         "--no-color",
+        # Every phase, named so that none is silently dropped by a default: the
+        # stateful one follows the document's links (a created session's id and owner
+        # secret into the operations on it, a created tenant's id into getTenant).
+        "--phases",
+        PHASES,
         *args,
         cwd=config.parent,
         env=os.environ
@@ -142,12 +157,13 @@ async def _schemathesis(url: str, config: Path, *args: str) -> str:
     return text
 
 
-async def test_live_server_conforms_to_the_document(sqlite_url: str, tmp_path: Path) -> None:
+async def test_live_server_conforms_to_the_document(db_url: str, tmp_path: Path) -> None:
     """schemathesis (examples, coverage, fuzzing and stateful phases, bounded) with a real
-    admin token and tenant key: no 5xx, and every status, content type, header and body
-    is the one the document declares."""
+    admin token and tenant key, on SQLite and PostgreSQL: no 5xx, and every status,
+    content type, header and body is the one the document declares. The stateful phase
+    must run scenarios along the document's links."""
     settings = make_settings(
-        sqlite_url,
+        db_url,
         recognizer="scripted:ScriptedRecognizer",
         # Fuzzing creates hundreds of sessions and batch requests from one address.
         rate_create_session="100000/minute",
@@ -182,4 +198,6 @@ bearer = "{ADMIN}"
         # tenant the fuzzer authenticates with (it learns its id from listTenants).
         report = await _schemathesis(srv.url, config, "--exclude-tag", "Admin")
         assert "Operations:" in report
-        await _schemathesis(srv.url, config, "--include-tag", "Admin")
+        assert stateful_scenarios(report) > 0, report[-5000:]
+        report = await _schemathesis(srv.url, config, "--include-tag", "Admin")
+        assert stateful_scenarios(report) > 0, report[-5000:]
