@@ -33,8 +33,21 @@ def _no_constant(name: str) -> Any:
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999 parses to inf
-        raise ValueError(f"{text} is out of range")
+        raise ValueError(f"{text[:40]} is out of range")
     return value
+
+
+def loads(raw: str | bytes) -> Any:
+    """Strict JSON, or 400 BAD_REQUEST: ``NaN``/``Infinity`` and numbers that overflow
+    to them are refused (a PostgreSQL JSON column and strict parsers refuse them), and
+    nesting too deep for the parser or an integer past its digit limit is a 400 rather
+    than an error that escapes. Used for request bodies and control messages alike."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested deeper than the parser allows") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # and int() past its digit limit
+        raise BadRequest(f"malformed JSON: {exc}") from None
 
 
 def _check_document(data: Any) -> None:
@@ -64,12 +77,7 @@ async def read_json(request: Request, *, optional: bool = True) -> dict[str, Any
         if optional:
             return {}
         raise BadRequest("a JSON body is required")
-    try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")
     _check_document(data)

@@ -313,6 +313,37 @@ async def test_peer_that_never_connects_is_cleaned_up(sqlite_url: str, client: s
             await close(pc)
 
 
+async def test_session_ended_before_the_peer_connects_hangs_it_up(sqlite_url: str) -> None:
+    """The session ends (DELETE) while the server's side of the connection is still
+    connecting (on a loaded machine it lags the client's): the peer is hung up and the
+    claim released then, not when the connect timeout expires."""
+    settings = whip_settings(sqlite_url, webrtc_connect_timeout_s=30)
+    async with run_server(settings) as srv, srv.client() as c:
+        tenant = await new_tenant(srv)
+        doc = await new_session(srv, tenant["apiKey"])
+        sid = doc["sessionId"]
+        pc, offer = await make_offer()  # never applies the answer: never connects
+        try:
+            r = await c.post(
+                "/api/webrtc", params={"token": doc["ingestToken"]}, content=offer, headers=SDP
+            )
+            assert r.status_code == 201, r.text
+            started = time.monotonic()
+            r = await c.delete(f"/api/sessions/{sid}", headers={"x-tenant-key": tenant["apiKey"]})
+            assert r.status_code == 200, r.text
+
+            async def hung_up() -> bool:
+                return not srv.whip.peers and await claim_released(srv, sid)
+
+            await wait_for(hung_up, 10, "the hang-up")
+            assert time.monotonic() - started < 5
+            session = await srv.stored_session(sid)
+            assert session.status == "ended" and session.end_reason == "deleted"
+            assert not srv.whip.tasks
+        finally:
+            await close(pc)
+
+
 # -- a real browser ---------------------------------------------------------------------------
 
 # The seed's browser example (§5b), with no ICE server: the page hands its offer to the

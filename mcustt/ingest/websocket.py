@@ -1,23 +1,23 @@
 """``/ws/stt``: the MCU's PCM16 socket (§4, §5).
 
 Admission happens before the upgrade is accepted, so every refusal is an HTTP status
-with the error envelope (401 / 404 / 409 / 429). After that, transport problems become
-the contract's close codes and everything else is the pipeline's business.
+with the error envelope (401 / 403 / 404 / 409 / 429). After that, transport problems
+become the contract's close codes and everything else is the pipeline's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import events, tenants
-from mcustt.bodies import validate
+from mcustt.bodies import loads, validate
 from mcustt.errors import (
     BadRequest,
     DailyCapReached,
@@ -48,20 +48,38 @@ class Admission:
     ready: ReadyEvent
 
 
+async def count_attempt(
+    state: AppState, *, token: str | None, tenant_key: str | None, client_ip: str
+) -> None:
+    """Count an ingest attempt against the per-IP limits, before any other work.
+
+    The cheapest check comes first, so that a flood of garbage (bad tokens, unparsable
+    offers) is counted and then refused with 429 rather than parsed and verified. An
+    attempt that would create its own session (zero-ceremony: a tenant key and no
+    token) also spends from ``create_session``, as ``POST /api/sessions`` does.
+    """
+    await state.limiter.hit("ws_upgrade", client_ip)
+    if not token and tenant_key:
+        await state.limiter.hit("create_session", client_ip)
+
+
 async def admit(
     state: AppState,
     *,
     token: str | None,
     tenant_key: str | None,
-    client_ip: str,
+    origin: str | None,
     query: dict[str, str],
 ) -> Admission:
-    """Check credentials and caps and claim the producer slot, or raise the refusal.
+    """Check credentials, origin and caps and claim the producer slot, or raise the
+    refusal. The caller has counted the attempt (:func:`count_attempt`).
 
-    Shared by ``/ws/stt`` and WHIP: the same token rules, caps and 409.
+    Shared by ``/ws/stt`` and WHIP: the same token rules, caps and 409. Every check
+    comes before the token is burned, the session created or the producer claimed,
+    so a refused attempt leaves its token usable.
     """
-    await state.limiter.hit("ws_upgrade", client_ip)
     producer_id = "prod_" + random_id(12)
+    own = state.settings.public_url
     if token:
         claims = state.issuer.verify(token, scopes={"ingest"})
         tenant = await tenants.find(state.db, claims.tenant_id)
@@ -69,6 +87,8 @@ async def admit(
             raise Unauthorized(
                 "the tenant of this token is disabled or gone", code=ErrorCode.TENANT_DISABLED
             )
+        # A browser (it sends Origin) on a page the tenant does not allow (§15).
+        tenants.check_origin(tenant, origin, own=own)
         await check_daily_cap(state, tenant)
         session = await state.sessions.claim_producer(
             claims.session_id, jti=claims.jti, producer_id=producer_id, tenant=tenant
@@ -77,6 +97,7 @@ async def admit(
     elif tenant_key:
         # Zero-ceremony (§3 option B): the socket creates its own session.
         tenant = await tenants.authenticate(state.db, tenant_key)
+        tenants.check_origin(tenant, origin, own=own)
         await check_daily_cap(state, tenant)
         body = validate(
             SessionCreate,
@@ -121,12 +142,16 @@ async def check_daily_cap(state: AppState, tenant: Tenant) -> None:
 
 async def ingest_endpoint(ws: WebSocket) -> None:
     state = app_state(ws)
+    token, tenant_key = ws.query_params.get("token"), ws.headers.get("x-tenant-key")
     try:
+        await count_attempt(
+            state, token=token, tenant_key=tenant_key, client_ip=state.client_ip(ws)
+        )
         admission = await admit(
             state,
-            token=ws.query_params.get("token"),
-            tenant_key=ws.headers.get("x-tenant-key"),
-            client_ip=state.client_ip(ws),
+            token=token,
+            tenant_key=tenant_key,
+            origin=ws.headers.get("origin"),
             query=dict(ws.query_params),
         )
     except MCUSTTError as exc:
@@ -267,16 +292,21 @@ class IngestConnection:
         if len(text.encode()) > MAX_CONTROL_BYTES:
             raise FrameTooLarge("control message exceeds 8 KB")
         try:
-            msg = json.loads(text)
-            if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-                raise BadRequest("a control message is a JSON object with a string 'type'")
-        except (ValueError, BadRequest) as exc:
-            message = exc.message if isinstance(exc, BadRequest) else f"malformed JSON: {exc}"
-            self.sink(events.error(ErrorCode.BAD_REQUEST, message, fatal=False))
+            msg = parse_control(text)
+        except BadRequest as exc:
+            self.sink(events.error(ErrorCode.BAD_REQUEST, exc.message, fatal=False))
             return False
         kind = msg["type"]
         if kind == "ping":
-            self.sink(events.pong(msg.get("ts")))
+            ts = msg.get("ts")
+            if isinstance(ts, dict | list):
+                # Echoed, a structure as deep as the parser allows could be deeper than
+                # the encoder allows, and the send loop would die on it.
+                self.sink(
+                    events.error(ErrorCode.BAD_REQUEST, "a ping's ts is a number", fatal=False)
+                )
+                return False
+            self.sink(events.pong(ts))
             return False
         if kind == "stop":
             self.stopping = True
@@ -288,3 +318,17 @@ class IngestConnection:
             )
         )
         return False
+
+
+def parse_control(text: str) -> dict[str, Any]:
+    """A control message: a JSON object with a string ``type``, else 400 (non-fatal).
+
+    Strict JSON: ``NaN``/``Infinity`` and floats that overflow to them are refused
+    (echoed in a pong they would be invalid JSON for the producer's parser); nesting
+    too deep for the parser and integers past its digit limit are refused too rather
+    than escaping as an error that ends the connection.
+    """
+    msg = loads(text)
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise BadRequest("a control message is a JSON object with a string 'type'")
+    return msg

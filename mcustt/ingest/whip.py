@@ -10,14 +10,17 @@ caps, producer claim). WHIP is ingest-only: transcripts reach the producer throu
 A POST, cheapest check first, so that nothing is burned or claimed for a request that
 was going to fail anyway:
 
+0. The per-IP rate limits (429), as on ``/ws/stt``
+   (:func:`~mcustt.ingest.websocket.count_attempt`): every POST counts, garbage too,
+   before its body is read or its token verified.
 1. 415 unless ``application/sdp``; 413 over 64 KB; 400 unless the offer parses and
    sends audio in a codec we decode (Opus, PCMU, PCMA).
 2. Credentials checked without burning them (token signature, tenant key), then the
    tenant's allowed origins for browsers (403).
 3. Negotiation: remote description, answer, ICE gathering (non-trickle: the answer
    carries every candidate). 400 if aiortc refuses the offer.
-4. :func:`~mcustt.ingest.websocket.admit`, unchanged: rate limit, single-use token
-   burn (or the zero-ceremony session), caps, the atomic producer claim (401 / 404 /
+4. :func:`~mcustt.ingest.websocket.admit`, unchanged: single-use token burn (or the
+   zero-ceremony session), origin, caps, the atomic producer claim (401 / 403 / 404 /
    409 / 429, as on ``/ws/stt``).
 5. The pipeline opens (the registry renews the claim from here on) and a supervisor
    task owns the peer until it is gone.
@@ -46,8 +49,8 @@ come; in practice that is trailing silence.
 ``DELETE /api/webrtc/{resourceId}`` needs no other credential: as RFC 9725 allows,
 the resource URL is the capability (RFC 9725 clients that send their Bearer token
 again are fine too). It is 192 random bits, handed only to the poster in
-``Location``, and dies with the peer; the access log does show it (the path is logged),
-which is why it is worthless once the peer is gone.
+``Location``, and dies with the peer; the access log drops it from the path
+(:func:`mcustt.logs.scrub`), as it drops tokens.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ from mcustt.errors import (
     UnsupportedMediaType,
 )
 from mcustt.ingest.audio import PcmResampler
-from mcustt.ingest.websocket import Admission, admit
+from mcustt.ingest.websocket import Admission, admit, count_attempt
 from mcustt.pipeline import SessionPipeline
 from mcustt.state import AppState
 from mcustt.store.models import Tenant
@@ -262,9 +265,12 @@ class WhipManager:
         if self._closing:
             raise Unavailable("the server is shutting down", retry_after=5)
         state = self.state
+        token, tenant_key = _ingest_token(request), request.headers.get("x-tenant-key")
+        await count_attempt(
+            state, token=token, tenant_key=tenant_key, client_ip=state.client_ip(request)
+        )
         offer = await _read_offer(request)
         check_offer(offer)
-        token, tenant_key = _ingest_token(request), request.headers.get("x-tenant-key")
         started = time.perf_counter()
         await self._precheck(request, token, tenant_key)
         checked = time.perf_counter()
@@ -275,7 +281,7 @@ class WhipManager:
                 state,
                 token=token,
                 tenant_key=tenant_key,
-                client_ip=state.client_ip(request),
+                origin=request.headers.get("origin"),
                 query=dict(request.query_params),
             )
         except BaseException:
@@ -486,21 +492,24 @@ class WhipManager:
     async def _watch(self, peer: Peer) -> None:
         """Connect timeout, idle timeout, and the pipeline stopping on its own."""
         settings = self.state.settings
+        pipeline = peer.pipeline
+        # The pipeline may stop before the peer has connected (the session ended
+        # elsewhere; on a loaded machine the server's side of a connection can lag the
+        # client's by seconds): the peer is hung up then, not at the connect timeout.
         try:
-            await asyncio.wait_for(peer.connected.wait(), settings.webrtc_connect_timeout_s)
+            async with asyncio.timeout(settings.webrtc_connect_timeout_s):
+                await _first_set(peer.connected, pipeline.finished)
         except TimeoutError:
             peer.finish("connect-timeout")
             return
-        while True:
+        while not pipeline.finished.is_set():
             remaining = peer.last_frame + settings.ingest_idle_timeout_s - time.monotonic()
             if remaining <= 0:
                 peer.finish("idle")
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(peer.pipeline.finished.wait(), remaining)
-                failure = peer.pipeline.failure
-                peer.finish("pipeline-failed" if failure is not None else "session-ended")
-                return
+                await asyncio.wait_for(pipeline.finished.wait(), remaining)
+        peer.finish("pipeline-failed" if pipeline.failure is not None else "session-ended")
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -525,6 +534,18 @@ class WhipManager:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
                 return
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set. The waiters are owned here and gone when
+    this returns (or is cancelled)."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def _drop(event: ProducerEvent) -> None:
