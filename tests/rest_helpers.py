@@ -3,8 +3,10 @@ the public API, and a check of the error envelope (§15)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 import uuid
 from typing import Any
 
@@ -56,3 +58,16 @@ def jwt_claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return data
+
+
+async def wait_job(
+    c: httpx.AsyncClient, job_id: str, key: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Poll a job until it is ready or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = (await c.get(f"/api/jobs/{job_id}", headers={"x-tenant-key": key})).json()
+        if doc["status"] in ("ready", "failed"):
+            return dict(doc)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")

@@ -62,7 +62,7 @@ def _storable(doc: dict[str, Any]) -> None:
     assert not any(UNSTORABLE_TEXT.search(s) for s in _strings(doc))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(json_values)
 def test_a_json_body_parses_to_storable_data_or_is_400(value: Any) -> None:
     raw = json.dumps({"v": value}).encode()  # Python writes NaN, Infinity, \u0000…
@@ -71,7 +71,7 @@ def test_a_json_body_parses_to_storable_data_or_is_400(value: Any) -> None:
         _storable(result)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_bytes_are_a_document_or_400(raw: bytes) -> None:
     result = _parse(raw)
@@ -97,7 +97,7 @@ origin_like = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(origin_like | st.text(max_size=60))
 def test_an_origin_normalizes_to_scheme_host_port_or_is_refused(value: str) -> None:
     try:

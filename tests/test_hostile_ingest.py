@@ -299,7 +299,7 @@ def expected_close(frame: str | bytes) -> set[int]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -346,7 +346,7 @@ QUERY_TEXT = st.text(max_size=600) | st.sampled_from(["\x00", "a\x00b", "en-US\x
 
 
 @settings(
-    max_examples=50,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

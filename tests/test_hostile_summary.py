@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 from conftest import Running, make_settings, run_server
 from hostile_plugins import INTERNALS, FlakySummarizer
-from rest_helpers import client, create_session, create_tenant
+from rest_helpers import client, create_session, create_tenant, wait_job
 from test_logs import capture, records
 
 from mcustt import wire
+
+#: a failing job's three attempts, backing off 2 s then 4 s
+JOB_S = 40
 
 
 @pytest.fixture
@@ -47,16 +48,6 @@ async def add_lines(srv: Running, sid: str, count: int) -> None:
         )
 
 
-async def wait_job(c: httpx.AsyncClient, job_id: str, key: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 40  # three attempts, backing off 2 s then 4 s
-    while time.monotonic() < deadline:
-        doc = (await c.get(f"/api/jobs/{job_id}", headers={"x-tenant-key": key})).json()
-        if doc["status"] in ("ready", "failed"):
-            return dict(doc)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 async def summarize(c: httpx.AsyncClient, s: wire.SessionCreated) -> str:
     r = await c.post(
         f"/api/sessions/{s['sessionId']}/summarize", json={"ownerSecret": s["ownerSecret"]}
@@ -74,14 +65,14 @@ async def test_failures_show_a_stable_message_and_keep_a_ready_summary(srv: Runn
         never = await create_session(c, key)  # fails the first time
         await add_lines(srv, had["sessionId"], 3)
         ready_url = f"/api/sessions/{had['sessionId']}/summary"
-        assert (await wait_job(c, await summarize(c, had), key))["status"] == "ready"
+        assert (await wait_job(c, await summarize(c, had), key, timeout=JOB_S))["status"] == "ready"
         before = (await c.get(ready_url, params={"t": had["embedToken"]})).json()
         assert before["status"] == "ready" and before["content"]["tldr"] == "3 lines"
 
         flaky(srv).fail = "internal"
         with capture() as captured:
             jobs = await asyncio.gather(summarize(c, had), summarize(c, never))
-            done = [await wait_job(c, job_id, key) for job_id in jobs]
+            done = [await wait_job(c, job_id, key, timeout=JOB_S) for job_id in jobs]
 
         for job, job_id in zip(done, jobs, strict=True):
             assert (job["status"], job["attempts"]) == ("failed", 3), job
@@ -112,7 +103,7 @@ async def test_a_summarizers_own_report_is_shown_scrubbed(srv: Running) -> None:
         t = await create_tenant(c)
         s = await create_session(c, t["apiKey"])
         flaky(srv).fail, flaky(srv).quote = "reported", s["ingestToken"]
-        job = await wait_job(c, await summarize(c, s), t["apiKey"])
+        job = await wait_job(c, await summarize(c, s), t["apiKey"], timeout=JOB_S)
         r = await c.get(f"/api/sessions/{s['sessionId']}/summary", params={"t": s["embedToken"]})
     expected = "the model provider refused the request with [redacted]"
     assert (job["status"], job["attempts"], job["error"]) == ("failed", 1, expected)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from conftest import (
     run_server,
     spawn_node,
 )
+from rest_helpers import wait_job
 from sqlmodel import select
 
 from mcustt.store.db import migrate
@@ -35,16 +35,6 @@ STANDUP = json.loads((FIXTURES / "standup_en.json").read_text())
 def big_text(tag: str, chars: int = 13_000) -> str:
     line = f"{tag} we reviewed the billing page and agreed to ship it on Friday."
     return "\n".join([line] * (chars // len(line) + 1))
-
-
-async def wait_job(c: Any, job_id: str, key: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = (await c.get(f"/api/jobs/{job_id}", headers={"x-tenant-key": key})).json()
-        if doc["status"] in ("ready", "failed"):
-            return dict(doc)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def add_lines(srv: Running, sid: str, texts: list[str]) -> None:

@@ -476,7 +476,7 @@ def _route(world: World, template: str) -> str:
     False,
     "application/json",
 )
-@fuzz(70)
+@fuzz(40)
 @given(
     route=st.sampled_from(BODY_ROUTES),
     creds=CREDENTIALS,
@@ -556,7 +556,7 @@ IDS: st.SearchStrategy[str] = st.one_of(
 @example("%00", "none", True)
 @example("a%00b", "tenant", False)
 @example("x" * 8000, "owner", True)
-@fuzz(50)
+@fuzz(30)
 @given(session_id=IDS, creds=CREDENTIALS, with_body=st.booleans())
 async def test_any_path_id_on_every_route(
     world: World, session_id: str, creds: str, with_body: bool
@@ -595,7 +595,7 @@ QUERY_ROUTES = (
 @example("/api/sessions/{sid}/stream", "none", {"lastEventId": str(2**31)}, "embed", "t", "")
 @example("/api/sessions/{sid}/summary", "none", {}, "embed", "t", "")
 @example("/api/sessions", "tenant", {"status": "\x00"}, "none", "t", "")
-@fuzz(50)
+@fuzz(30)
 @given(
     route=st.sampled_from(QUERY_ROUTES),
     creds=CREDENTIALS,
@@ -673,7 +673,7 @@ HEADER_ROUTES = (
 @example(
     ("GET", "/api/sessions/{sid}/summary"), {"origin": b"https://elsewhere.example"}, {"read"}, b""
 )
-@fuzz(70)
+@fuzz(40)
 @given(
     route=st.sampled_from(HEADER_ROUTES),
     fuzzed=st.fixed_dictionaries(
@@ -761,7 +761,7 @@ async def raw_http(srv: Running, request: bytes, *, wait: float) -> Answer | Non
 JSON_BODY_ROUTES = tuple(r for r in BODY_ROUTES if r[1] != "/api/webrtc")
 
 
-@fuzz(30)
+@fuzz(20)
 @given(
     route=st.sampled_from(JSON_BODY_ROUTES),
     creds=st.sampled_from(["none", "tenant", "admin", "garbage"]),
@@ -848,7 +848,7 @@ def sign(claims: dict[str, Any]) -> str:
 @example("embed", False, {"sub": 12}, set(), False)
 @example("embed", False, {"tid": []}, set(), True)
 @example("ingest", False, {"jti": {}}, set(), False)
-@fuzz(60)
+@fuzz(35)
 @given(
     scope=st.sampled_from(["embed", "subscribe", "ingest"]),
     real_jti=st.booleans(),
@@ -1012,7 +1012,7 @@ async def _converse(
 @example("subscribe", str(2**64), None)
 @example("subscribe", str(2**31), None)
 @example("subscribe", "-1", None)
-@fuzz(30)
+@fuzz(20)
 @given(
     token=st.sampled_from(["subscribe", "subscribe", "embed", "ingest", "none"]) | TEXT,
     last_seq=st.one_of(st.none(), st.sampled_from(BIG).map(str), INT_TEXT),
@@ -1052,7 +1052,7 @@ CONTROL_FRAMES: st.SearchStrategy[str | bytes] = st.one_of(
 
 @example([], {"title": "a\x00b"})
 @example(['{"type":"ping","ts":1e999}', "x" * 9000], {})
-@fuzz(25)
+@fuzz(15)
 @given(
     frames=st.lists(CONTROL_FRAMES, max_size=4),
     query=st.fixed_dictionaries(
@@ -1104,7 +1104,7 @@ async def _wait_for_job(world: World, job_id: str) -> dict[str, Any] | None:
 @example({"fromSeq": 2**31, "toSeq": 2**31}, "tenant")
 @example({"fromSeq": 2**63 - 1, "toSeq": 2**63 - 1}, "tenant")
 @example({"fromSeq": 2**64}, "owner")
-@fuzz(15)
+@fuzz(10)
 @given(
     window=st.fixed_dictionaries(
         {}, optional={"fromSeq": st.one_of(INTS, JSON), "toSeq": st.one_of(INTS, JSON)}
@@ -1159,7 +1159,7 @@ async def test_any_summary_window(world: World, window: dict[str, Any], creds: s
 @example(["https://bücher.example"], None)
 @example(["https://a.example; script-src *"], None)
 @example(["https://a.example'"], "https://a.example")
-@fuzz(25)
+@fuzz(15)
 @given(origins=ALLOWED_ORIGINS, caller=st.none() | ORIGIN_LIKE)
 async def test_any_allowed_origins_leave_every_page_working(
     world: World, origins: Any, caller: str | None
