@@ -208,7 +208,9 @@ def normalize_origin(value: str) -> str:
 
 
 #: A BCP-47 language code such as ``en-US``.
-Lang = Annotated[str, Field(pattern=LANG_PATTERN, examples=["en-US"])]
+#: At most 35 characters: what RFC 5646 (4.4.1) asks implementations to store, and the
+#: width of the language columns.
+Lang = Annotated[str, Field(pattern=LANG_PATTERN, max_length=35, examples=["en-US"])]
 #: Unix seconds (float).
 Time = Annotated[float, Field(description="Unix time, seconds.")]
 #: A browser origin (``https://example.com``) or ``*``. Stored normalized (see

@@ -384,3 +384,16 @@ async def test_oversized_request_heads_are_answered_and_closed(server: Running) 
         server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+async def test_language_codes_longer_than_their_column_are_400(server: Running) -> None:
+    """A BCP-47 code of many subtags fits the pattern but not the 35-character column:
+    PostgreSQL refused the insert (500) where SQLite stored it. Found by schemathesis."""
+    long_code = "CP-TQZYpPV-aBkGH0bR-8Px3Q8xI-Pr95jpN3"  # 36 characters
+    async with client(server) as c:
+        t = await new_tenant(server)
+        key = {"x-tenant-key": t["apiKey"]}
+        r = await c.post("/api/sessions", headers=key, json={"sourceLang": long_code})
+        error_of(r, 400, "BAD_REQUEST")
+        r = await c.post("/api/sessions", headers=key, json={"sourceLang": long_code[:35]})
+        assert r.status_code == 201, r.text
