@@ -40,6 +40,16 @@ def line_event(line: TranscriptLine) -> TranscriptEvent:
     return transcript(seq=line.seq, text=line.text, is_final=True, lang=line.lang, ts=line.ts)
 
 
+def revised_event(line: TranscriptLine) -> TranscriptEvent:
+    """A correction of final ``line.seq`` (``line`` as read: its current text): a final's
+    shape plus ``revised: true``, so a viewer replaces that line in place. The fan-out
+    lets it through whatever seq the viewer is at, and it never advances the viewer's
+    seq (see :class:`mcustt.fanout.Follow`)."""
+    event = line_event(line)
+    event["revised"] = True
+    return event
+
+
 def language(code: str) -> LanguageEvent:
     return {"type": "language", "code": code}
 
@@ -72,7 +82,17 @@ class Event:
     handed, read-only, to every viewer's ``send``.
     """
 
-    __slots__ = ("_sse", "_sse_message", "_ws_message", "data", "is_final", "raw", "seq", "type")
+    __slots__ = (
+        "_sse",
+        "_sse_message",
+        "_ws_message",
+        "data",
+        "is_final",
+        "raw",
+        "revised",
+        "seq",
+        "type",
+    )
 
     def __init__(self, raw: str, data: dict[str, Any] | None = None) -> None:
         self.raw = raw
@@ -84,6 +104,8 @@ class Event:
         seq = self.data.get("seq")
         self.seq: int | None = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         self.is_final = bool(self.data.get("isFinal"))
+        #: a correction of a final already sent (issue 16): not a new line, no new seq
+        self.revised = self.data.get("revised") is True
         self._sse: bytes | None = None
         self._ws_message: dict[str, Any] | None = None
         self._sse_message: dict[str, Any] | None = None
@@ -92,7 +114,14 @@ class Event:
     def sse(self) -> bytes:
         if self._sse is None:
             lines = [f"event: {self.type}"]
-            if self.type == "transcript" and self.is_final and self.seq is not None:
+            # A correction carries no id: it must not move the browser's Last-Event-ID
+            # back to an older line (a reconnect would then replay from there).
+            if (
+                self.type == "transcript"
+                and self.is_final
+                and self.seq is not None
+                and not self.revised
+            ):
                 lines.append(f"id: {self.seq}")
             payload = {k: v for k, v in self.data.items() if k != "type"}
             lines.append("data: " + dumps(payload))

@@ -46,18 +46,23 @@ def to_json(session_id: str, lines: Sequence[TranscriptLine]) -> wire.Transcript
     return {
         "sessionId": session_id,
         "lineCount": len(lines),
-        "lines": [
-            {
-                "seq": line.seq,
-                "lang": line.lang,
-                "text": line.text,
-                "ts": line.ts,
-                "startMs": line.start_ms,
-                "endMs": line.end_ms,
-            }
-            for line in lines
-        ],
+        "lines": [_json_line(line) for line in lines],
     }
+
+
+def _json_line(line: TranscriptLine) -> wire.TranscriptLine:
+    doc: wire.TranscriptLine = {
+        "seq": line.seq,
+        "lang": line.lang,
+        "text": line.text,
+        "ts": line.ts,
+        "startMs": line.start_ms,
+        "endMs": line.end_ms,
+    }
+    # Lines are read with their current text (store.transcripts.current): say so.
+    if line.revised_text is not None:
+        doc["revised"] = True
+    return doc
 
 
 def to_srt(lines: Sequence[TranscriptLine]) -> str:

@@ -135,6 +135,9 @@ class Captions:
             self.interim.plain = ""
             lang = f" [dim]{escape(event.lang)}[/]" if event.lang else ""
             self.live.console.print(f"[dim]{event.seq or 0:>4}[/]{lang} {escape(event.text)}")
+        elif event.is_revised:
+            # A printed line cannot be edited: the correction is printed under its seq.
+            self.live.console.print(f"[dim]{event.seq or 0:>4} corrected:[/] {escape(event.text)}")
         elif event.is_transcript:
             self.interim.plain = "… " + event.text
         elif event.type == "language":
