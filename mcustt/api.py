@@ -238,8 +238,16 @@ async def create_session(request: Request) -> Response:
     await state.limiter.hit("create_session", state.client_ip(request))
     tenant = await require_tenant(request)
     body = await parse_body(request, SessionCreate)
+    hints = body.hints()
+    state.recognizer.check_languages(hints)  # 400 UNSUPPORTED_LANGUAGE, never wrong captions
     session, doc = await state.sessions.create(
-        tenant, title=body.title, source_lang=body.sourceLang, auto_detect=body.autoDetect
+        tenant,
+        title=body.title,
+        source_lang=body.sourceLang,
+        auto_detect=body.autoDetect,
+        language_hints=hints,
+        keywords=body.keywords,
+        reduce_noise=body.reduceNoise,
     )
     state.metrics.sessions_created.inc()
     bind(session_id=session.id)

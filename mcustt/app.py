@@ -20,12 +20,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mcustt import (
     api,
+    compat_api,  # the compatible /v1/stt (issue 15)
     corrections_api,  # corrections (issue 16)
     docs_page,
     logs,
     meeting_ai_api,  # ask and documents (issue 16)
     openapi,
     summary_api,
+    transcribe_api,  # file transcription (issue 15)
     tts_api,  # text to speech (issue 16)
     viewers,
     webhooks_api,  # webhooks and triggers (issue 16)
@@ -34,8 +36,8 @@ from mcustt import (
 from mcustt.config import Settings
 from mcustt.edge import Edge
 from mcustt.errors import MCUSTTError, error_response
+from mcustt.ingest import compat_stream, whip
 from mcustt.ingest import websocket as ingest_ws
-from mcustt.ingest import whip
 from mcustt.ingest.whip import WhipManager
 from mcustt.state import AppState, open_state
 from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
@@ -152,6 +154,7 @@ def routes() -> list[BaseRoute]:
             "/api/sessions/{session_id}/lines/{seq}", corrections_api.revise_line, methods=["PATCH"]
         ),
         Route("/api/sessions/{session_id}/stream", viewers.sse_stream, methods=["GET"]),
+        Route("/api/transcribe", transcribe_api.transcribe, methods=["POST"]),
         Route("/api/transcribe-summary", summary_api.transcribe_summary, methods=["POST"]),
         Route("/api/jobs/{job_id}", summary_api.get_job, methods=["GET"]),
         Route("/api/tts", tts_api.create_tts, methods=["POST"]),
@@ -159,6 +162,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/tts/{audio_id}", tts_api.get_tts, methods=["GET"]),
         Route("/media/tts/{audio_id}.ogg", tts_api.media, methods=["GET"]),
         Route("/v1/tts", tts_api.v1_tts, methods=["POST"]),
+        Route("/v1/stt", compat_api.v1_stt, methods=["POST"]),
         Route("/api/webhooks", webhooks_api.create_webhook, methods=["POST"]),
         Route("/api/webhooks", webhooks_api.list_webhooks, methods=["GET"]),
         Route("/api/webhooks/{webhook_id}", webhooks_api.get_webhook, methods=["GET"]),
@@ -185,6 +189,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/webrtc/{resource_id}", whip.whip_patch, methods=["PATCH"]),
         WebSocketRoute("/ws/stt", ingest_ws.ingest_endpoint),
         WebSocketRoute("/ws/subscribe", viewers.subscribe_endpoint),
+        WebSocketRoute("/v1/stt/stream", compat_stream.stream_endpoint),
         Route("/embed/{session_id}", webui.embed_page, methods=["GET"]),
         Route("/try", webui.try_page, methods=["GET"]),
         Mount("/embed-assets", app=webui.assets(), name="embed-assets"),
@@ -238,7 +243,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         ),
         # Inside CORS (a refusal still carries its headers), before every route: body
         # cap and impossible ids (see mcustt.edge).
-        Middleware(Edge),
+        Middleware(
+            Edge,
+            # File uploads may be larger than other bodies (still capped): issue 15.
+            large_bodies={
+                "/api/transcribe": transcribe_api.max_request_bytes(settings.transcribe_max_bytes)
+            },
+        ),
     ]
     if settings.trusted_proxies:
         # Outermost, so everything after it sees the real client (rate limits key on it).

@@ -65,6 +65,8 @@ class Settings:
     google_endpoint: str | None = None
     google_languages: list[str] = field(default_factory=lambda: ["en-US"])
     google_stream_limit_s: float = 290.0
+    #: issue 15: the boost of contextual keywords in Google's inline phrase set (0..20)
+    google_keyword_boost: float = 10.0
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
@@ -79,6 +81,15 @@ class Settings:
     tts_max_chars: int = 4000
     tts_concurrency: int = 2
     rate_tts: str = "30/minute"
+    # Diarization (issue 15)
+    #: auto = resemblyzer when the mcustt[diarization] extra is installed, else none
+    diarizer: str = "auto"
+    #: files diarized at once per node (each holds a CPU core while it runs)
+    diarization_concurrency: int = 1
+    #: cosine similarity of two mean voices above which they are one speaker (0..1)
+    diarization_threshold: float = 0.78
+    #: the most speakers one file is split into
+    diarization_max_speakers: int = 8
     # Ingest behaviour
     ingest_idle_timeout_s: float = 120.0
     max_utterance_s: float = 15.0
@@ -111,6 +122,15 @@ class Settings:
     webhook_workers: int = 2
     webhook_poll_s: float = 2.0
     webhook_max_endpoints: int = 20
+    # File transcription (issue 15)
+    #: largest upload or fetched audio_url file
+    transcribe_max_bytes: int = 200 * 1024 * 1024
+    #: longest audio a file may decode to
+    transcribe_max_audio_s: float = 4 * 3600.0
+    #: files up to this much audio are answered inline; longer ones become jobs
+    transcribe_inline_s: float = 60.0
+    #: the whole fetch of an audio_url (connect, redirects, body) must finish within this
+    transcribe_fetch_timeout_s: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,10 +177,20 @@ class Settings:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
         if self.tts_url_ttl_s < 1 or self.tts_max_chars < 1 or self.tts_concurrency < 1:
             raise ConfigError("MCUSTT_TTS_URL_TTL_S, _MAX_CHARS and _CONCURRENCY must be >= 1")
+        if self.diarization_concurrency < 1 or self.diarization_max_speakers < 1:
+            raise ConfigError("MCUSTT_DIARIZATION_CONCURRENCY and _MAX_SPEAKERS must be >= 1")
+        if not 0.0 < self.diarization_threshold < 1.0:
+            raise ConfigError("MCUSTT_DIARIZATION_THRESHOLD must be between 0 and 1")
+        if not 0.0 <= self.google_keyword_boost <= 20.0:
+            raise ConfigError("MCUSTT_GOOGLE_KEYWORD_BOOST must be between 0 and 20")
         if self.webhook_timeout_s <= 0 or self.webhook_retry_base_s <= 0:
             raise ConfigError("MCUSTT_WEBHOOK_TIMEOUT_S and _RETRY_BASE_S must be > 0")
         if self.webhook_workers < 0 or self.webhook_max_endpoints < 1:
             raise ConfigError("MCUSTT_WEBHOOK_WORKERS must be >= 0, _MAX_ENDPOINTS >= 1")
+        if self.transcribe_max_bytes < 1 or self.transcribe_max_audio_s <= 0:
+            raise ConfigError("MCUSTT_TRANSCRIBE_MAX_BYTES and _MAX_AUDIO_S must be > 0")
+        if self.transcribe_inline_s < 0 or self.transcribe_fetch_timeout_s <= 0:
+            raise ConfigError("MCUSTT_TRANSCRIBE_INLINE_S must be >= 0, _FETCH_TIMEOUT_S > 0")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("MCUSTT_PUBLIC_URL must start with http:// or https://")
         for proxy in self.trusted_proxies:

@@ -9,6 +9,9 @@ sees it.
   ever holds more than the cap. Once the 413 is sent, uvicorn reads the rest of the
   body and drops it unbuffered (the connection is not closed at once: closing a socket
   with unread bytes resets it, and the client might never read the 413).
+  One exception: ``POST /api/transcribe`` (file uploads, issue 15) has the file cap
+  (``MCUSTT_TRANSCRIBE_MAX_BYTES`` plus form overhead), counted the same way; its
+  handler still holds a JSON body to the ordinary cap.
 * **A path that holds a NUL is a 404.** No id can contain one (they are letters, digits
   and ``_``), and PostgreSQL refuses NUL in text, so such an id must never reach a
   query: an id that cannot exist is not found, on every route and on both databases.
@@ -18,6 +21,8 @@ untouched.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -58,9 +63,22 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, exc: MCUSTTError) 
 class Edge:
     """Pure ASGI middleware: the checks above, before the routes."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = MAX_BODY,
+        large_bodies: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        #: POST routes (exact paths) allowed a larger cap: file uploads (issue 15)
+        self.large_bodies = dict(large_bodies or {})
+
+    def _cap(self, scope: Scope) -> int:
+        if scope.get("method") == "POST":
+            return self.large_bodies.get(scope["path"], self.max_body)
+        return self.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -74,14 +92,14 @@ class Edge:
         if scope["type"] == "websocket":  # an upgrade has no body
             await self.app(scope, receive, send)
             return
+        max_body = self._cap(scope)
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_body:
-            await _refuse(scope, receive, send, _too_large(self.max_body))
+        if declared is not None and declared > max_body:
+            await _refuse(scope, receive, send, _too_large(max_body))
             return
-        await self._capped(scope, receive, send)
+        await self._capped(scope, receive, send, max_body)
 
-    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
-        max_body = self.max_body
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, max_body: int) -> None:
         received = 0
         over = False
         started = False

@@ -75,6 +75,13 @@ class BadRequest(MCUSTTError):
     close_code = CloseCode.UNSUPPORTED_DATA
 
 
+class UnsupportedLanguage(BadRequest):
+    """A language hint the recognizer cannot serve (issue 15): refused up front (400, or
+    an error frame and close 1003 on a socket) rather than captioned in the wrong language."""
+
+    code = ErrorCode.UNSUPPORTED_LANGUAGE
+
+
 class Unauthorized(MCUSTTError):
     status_code = 401
     code = ErrorCode.UNAUTHORIZED

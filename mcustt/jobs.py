@@ -1,4 +1,5 @@
-"""Durable jobs in the database: session summaries, batch summaries and documents.
+"""Durable jobs in the database: session summaries, batch summaries, documents, and
+whatever kinds other services register (file transcriptions, issue 15).
 
 A job is claimed by one worker at a time with a lease; the worker renews the lease
 while it runs; a job left ``running`` by a dead process becomes claimable again when
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 import structlog
@@ -122,6 +123,15 @@ class JobRunner:
         self.node_id = node_id
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        #: kinds run by another service (issue 15: ``transcription``), see :meth:`register`
+        self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, object]]]] = {}
+
+    def register(
+        self, kind: wire.JobKind, handler: Callable[[Job], Awaitable[Mapping[str, object]]]
+    ) -> None:
+        """Run jobs of ``kind`` with ``handler`` (its result is the job's result; a 4xx
+        :class:`MCUSTTError` fails the job at once, anything else is retried)."""
+        self._handlers[kind] = handler
 
     def start(self, workers: int = WORKERS) -> None:
         for i in range(workers):
@@ -340,6 +350,9 @@ class JobRunner:
             return await run_batch(self.summarizer, job.payload)
         if job.kind == "document":
             return await self._document(job)
+        handler = self._handlers.get(job.kind)
+        if handler is not None:
+            return await handler(job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     async def _session_summary(self, job: Job) -> wire.SessionSummaryResult:

@@ -32,7 +32,15 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
-_QUERY_SECRET = re.compile(r"((?:token|t|key|ownerSecret)=)[^&\s\"']+")
+#: Credentials in query strings: tokens, keys (seed 000's ``api_key`` too), and the
+#: signatures of signed URLs (an ``audio_url`` to transcribe is often one: S3's
+#: ``X-Amz-Signature``, GCS's ``X-Goog-Signature``, ``sig``/``signature``, a Firebase
+#: ``token``), which the HTTP client logs when it fetches them.
+_QUERY_SECRET = re.compile(
+    r"((?:token|t|api_key|key|ownerSecret|sig|signature|x-amz-signature|x-goog-signature"
+    r"|x-amz-security-token)=)[^&\s\"']+",
+    re.IGNORECASE,
+)
 #: A WHIP resource URL is a capability (it alone hangs up the producer, RFC 9725), so an
 #: access log keeps the route and drops the id: ``/api/webrtc/…``.
 _CAPABILITY_PATH = re.compile(r"(/api/webrtc/)[^/?#\s\"']+")

@@ -158,7 +158,7 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "type": "apiKey",
         "in": "query",
         "name": "api_key",
-        "description": "The tenant API key as `?api_key=` (seed 000's `/v1/tts` only).",
+        "description": "The tenant API key as `?api_key=` (seed 000's `/v1/...` only).",
     },
     "tenantBearer": {
         "type": "http",
@@ -689,6 +689,8 @@ def _paths() -> dict[str, Schema]:
         **_corrections_paths(),
         **_webhooks_paths(),
         **_tts_paths(),
+        **_transcribe_paths(),
+        **_compat_paths(),
         **_meeting_ai_paths(),
     }
 
@@ -950,6 +952,67 @@ def _try_paths() -> dict[str, Schema]:
 # -- text to speech (issue 16)
 
 
+def _transcribe_paths() -> dict[str, Schema]:
+    """File transcription (issue 15)."""
+    body = _body(
+        wire.TranscribeRequest,
+        required=True,
+        description="A file as multipart/form-data (part `file`, options as fields), or "
+        "JSON with `audio_url`.",
+    )
+    body["content"]["multipart/form-data"] = {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "The audio."},
+                "language_hints": {"type": "string", "maxLength": 2000, "examples": ["ko,en"]},
+                "enable_diarization": {"type": "boolean"},
+                "title": {"type": "string", "maxLength": 500},
+                "reduce_noise": {"type": "boolean"},
+                "keywords": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                },
+            },
+        }
+    }
+    return {
+        "/api/transcribe": {
+            "post": _op(
+                "transcribeFile",
+                "Transcribe an audio file (upload or audio_url), with speakers",
+                tag="Files",
+                security=TENANT,
+                params=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "A retried request with the same key and body "
+                        "returns the same job or result instead of running again.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
+                body=body,
+                description="Any format FFmpeg (PyAV) decodes. Files up to "
+                "`MCUSTT_TRANSCRIBE_INLINE_S` of audio (60 s) are answered inline (200); "
+                "longer ones, and keyed long ones, become a `transcription` job (202) to poll "
+                "at `/api/jobs/:id`. `audio_url`: http(s) only, public addresses only "
+                "(unless `MCUSTT_ALLOW_PRIVATE_URLS`), redirects checked at every hop, "
+                "capped at `MCUSTT_TRANSCRIBE_MAX_BYTES` and `MCUSTT_TRANSCRIBE_FETCH_TIMEOUT_S`. "
+                "The file becomes an ended session (`endReason` `file`).",
+                ok={
+                    200: _json(_ref("FileTranscript"), "The transcript, inline."),
+                    202: _json(_ref("JobAccepted"), "Queued as a job."),
+                },
+                errors=(400, 401, 413, 415, 422, 429, 503),
+            ),
+        },
+    }
+
+
 def _tts_paths() -> dict[str, Schema]:
     tag = "Text to speech"
     audio_id = _path_param("audio_id", "The audio id (`id`, `tts_…`).")
@@ -1069,17 +1132,76 @@ def _tts_paths() -> dict[str, Schema]:
     }
 
 
+def _compat_paths() -> dict[str, Schema]:
+    """Seed 000's file STT, ``POST /v1/stt`` (issue 15)."""
+    retry = {"Retry-After": RETRY_AFTER}
+
+    def v1_error(description: str, **extra: Schema) -> Schema:
+        return {**_json(_ref("V1Error"), description), **extra}
+
+    op = _op(
+        "v1Stt",
+        "Seed 000 compatible file STT: an `audio_url` in, the transcript with speakers out",
+        tag="Files",
+        security=[{"tenantKeyQuery": []}],
+        body=_body(wire.V1SttBody, required=True),
+        description="BizCrush's `/v1/stt`, field for field: answered when the file is "
+        "transcribed (allow minutes for long files). Adds `session_id` (the file's ended "
+        "mcustt session) and `diarization` to the seed's response. Errors are the seed's "
+        '`{"success": false, "error", "code"}` with its texts: 401 `Missing '
+        "authorization`, `Invalid API key`; 400 `Empty request body`, `Invalid JSON`, "
+        "`Missing audio_url`, and a clear message for a refused URL, an unsupported "
+        "language or a file that is not audio.",
+        ok={200: _json(_ref("V1SttResponse"), "The transcript.")},
+    )
+    op["responses"] = {
+        "200": _json(_ref("V1SttResponse"), "The transcript."),
+        "400": v1_error("A bad body, URL, language or file: `error` says what."),
+        "401": v1_error("`Missing authorization` or `Invalid API key`."),
+        "413": _error(413),
+        "429": v1_error("Rate-limited, or the tenant's daily audio cap.", headers=retry),
+        "502": v1_error("The recognizer failed."),
+        "503": v1_error("The recognizer cannot run now.", headers=retry),
+    }
+    return {"/v1/stt": {"post": op}}
+
+
 WEBSOCKETS: list[Schema] = [
     {
         "path": "/ws/stt",
         "summary": "Producer socket: PCM16 16 kHz mono in, transcript events out",
         "auth": "`?token=INGEST_TOKEN` (single-use), or an `x-tenant-key` header "
-        "(zero-ceremony: the socket creates its session; `?sourceLang=&autoDetect=&title=`)",
-        "send": 'binary PCM16 frames of 20-100 ms; `{"type":"ping"}`; `{"type":"stop"}`',
+        "(zero-ceremony: the socket creates its session; `?sourceLang=&autoDetect=&title="
+        "&reduceNoise=`)",
+        "options": "`?language_hints=ko,en` (≤ 3 candidate languages; legacy `language_hint`; "
+        "one the recognizer cannot serve is HTTP 400 `UNSUPPORTED_LANGUAGE` at the upgrade); "
+        "`?encoding=opus` (opt-in: one raw Opus packet per binary frame, or an OGG/Opus "
+        "stream detected by its `OggS` start; `&sample_rate=` any Opus rate or `auto`, "
+        "`&channels=1|2`); PCM16 stays the default",
+        "send": "binary PCM16 frames of 20-100 ms (or Opus with `?encoding=opus`); "
+        '`{"type":"ping"}`; `{"type":"stop"}`',
         "receive": "`ready`, `transcript` (interim and final, with seq), `language`, "
         "`pong`, `error`, `session-end`",
         "close": "1000 stop/idle/ended, 1003 bad audio, 1008 daily cap, 1009 too large, "
         "1011 recognizer failure; upgrade refusals are HTTP 401/404/409/429",
+    },
+    {
+        "path": "/v1/stt/stream",
+        "summary": "Seed 000 compatible live STT: its JSON frames over the session pipeline",
+        "auth": "`?api_key=TENANT_KEY&format=json` (no `format=json`: the seed's protobuf "
+        "frames, refused with close 1003); `&reduce_noise=true`; `&language_hints=ko,en` "
+        "(or repeated)",
+        "options": 'first text frame `{"encoding": "pcm16"|"opus", "session_id"?, '
+        '"language_hints"?}`; `session_id` names your session: one of your session ids '
+        "continues it, any other name maps to one session per tenant and name",
+        "send": "binary PCM16 16 kHz mono (640-byte frames), or Opus (raw packets or "
+        "OGG/Opus) with `opus`",
+        "receive": '`{"connected": true, "mcustt": {sessionId, …}}`, then '
+        '`{"chunk": {"id", "session_id", "text", "is_final"}}` (`id` shared by an '
+        'utterance\'s interims and its final), `{"error": {"code", "message"}}`',
+        "close": "1008 `Missing authorization` / `Invalid API key` (the seed's), 1003 "
+        "protobuf or a bad start frame, 1008 an ended or busy session, 1013 rate-limited; "
+        "then as `/ws/stt`",
     },
     {
         "path": "/ws/subscribe",
@@ -1124,6 +1246,7 @@ def build(public_url: str | None = None) -> dict[str, Any]:
             {"name": "Transcripts", "description": "Transcripts and the SSE feed."},
             {"name": "Summaries", "description": "Meeting summaries and batch summaries."},
             {"name": "Ingest", "description": "WebRTC (WHIP) ingest; WebSockets below."},
+            {"name": "Files", "description": "Audio files transcribed, with speakers."},
             {"name": "Admin", "description": "Operator-only tenant provisioning."},
             {"name": "Embed", "description": "The caption iframe."},
             {

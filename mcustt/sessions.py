@@ -76,20 +76,39 @@ class SessionService:
     # -- creation and tokens -------------------------------------------------
 
     async def create(
-        self, tenant: Tenant, *, title: str | None, source_lang: str | None, auto_detect: bool
+        self,
+        tenant: Tenant,
+        *,
+        title: str | None,
+        source_lang: str | None,
+        auto_detect: bool,
+        language_hints: list[str] | None = None,
+        keywords: list[str] | None = None,
+        reduce_noise: bool = False,
+        session_id: str | None = None,
     ) -> tuple[Session, wire.SessionCreated]:
-        """A live session and the one-time response (tokens, URLs, owner secret)."""
+        """A live session and the one-time response (tokens, URLs, owner secret).
+
+        ``language_hints`` (issue 15) must already be checked against the recognizer
+        (``Recognizer.check_languages``); without a ``source_lang`` the first hint is
+        the session's language.
+        """
         owner_secret = new_owner_secret()
         now = time.time()
+        hints = wire.parse_language_hints(language_hints)
         session = Session(
-            id=random_id(10),
+            # An id the caller derived (the compatible stream's own session names), else new.
+            id=session_id or random_id(10),
             tenant_id=tenant.id,
             title=title,
-            source_lang=source_lang or "en-US",
+            source_lang=source_lang or (hints[0] if hints else "en-US"),
             auto_detect=auto_detect,
             owner_secret_hash=digest(owner_secret),
             created_at=now,
             updated_at=now,
+            language_hints=hints,
+            keywords=wire.merge_keywords(keywords),
+            reduce_noise=reduce_noise,
         )
         ingest_token, claims = self.issuer.mint(session.id, tenant.id, "ingest")
         session.ingest_jti = claims.jti
@@ -280,4 +299,7 @@ class SessionService:
             "endedAt": fresh.ended_at,
             "endReason": fresh.end_reason,
             "brand": brand_json(snap.tenant) if snap.tenant else None,
+            "languageHints": list(fresh.language_hints or []),
+            "keywords": list(fresh.keywords or []),
+            "reduceNoise": bool(fresh.reduce_noise),
         }

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,12 @@ from starlette.requests import HTTPConnection
 
 from mcustt.config import Settings
 from mcustt.corrections import Corrections
+from mcustt.denoise import make_suppressor
 from mcustt.fanout import Hub
 from mcustt.jobs import JobRunner
 from mcustt.limits import RateLimiter
 from mcustt.metrics import Metrics
-from mcustt.pipeline import PipelineConfig, PipelineRegistry
+from mcustt.pipeline import PipelineConfig, PipelineRegistry, Suppressor
 from mcustt.recognizers import Recognizer, load_recognizer
 from mcustt.retention import Retention
 from mcustt.sessions import SessionService
@@ -34,6 +36,7 @@ from mcustt.store.meta import jwt_secret
 from mcustt.store.repo import Repo
 from mcustt.summarizers import Summarizer, load_summarizer
 from mcustt.tokens import TokenIssuer, random_id
+from mcustt.transcribe import FileTranscriber
 from mcustt.tts import load_synthesizer
 from mcustt.usage import UsageMeter
 from mcustt.webhooks import WebhookService
@@ -63,11 +66,18 @@ class AppState:
     corrections: Corrections
     #: text to speech: engine, stored audio, signed URLs (issue 16)
     tts: TextToSpeech
+    #: file transcription: uploads and audio_url files into ended sessions (issue 15)
+    transcriber: FileTranscriber
 
     def client_ip(self, conn: HTTPConnection) -> str:
         """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
         has put the right-most untrusted X-Forwarded-For hop in the scope)."""
         return conn.client.host if conn.client else "unknown"
+
+
+def suppressor_factory(settings: Settings) -> Callable[[], Suppressor]:
+    """What makes a live stream's noise suppressor (one per ``reduceNoise`` stream)."""
+    return functools.partial(make_suppressor, settings)
 
 
 @asynccontextmanager
@@ -129,6 +139,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             config=PipelineConfig(
                 vad_aggressiveness=s.vad_aggressiveness,
                 max_utterance_ms=int(s.max_utterance_s * 1000),
+                make_suppressor=suppressor_factory(s),
             ),
             on_ended=jobs.enqueue_session_summary,
         )
@@ -143,6 +154,16 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             interval_s=s.retention_interval_s,
         )
         await stack.enter_async_context(_task(retention.run(), "retention"))
+        transcriber = FileTranscriber(
+            repo,
+            recognizer,
+            s,
+            add_usage=usage.add,
+            usage_today=usage.total,
+            on_ended=jobs.enqueue_session_summary,
+        )
+        # Before the workers start: a queued transcription may be the first job taken.
+        jobs.register("transcription", transcriber.run_job)
         jobs.start()
         webhooks = WebhookService(
             repo,
@@ -177,6 +198,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             webhooks=webhooks,
             corrections=Corrections(repo, hub.publish),
             tts=tts,
+            transcriber=transcriber,
         )
 
 

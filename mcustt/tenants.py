@@ -38,6 +38,7 @@ def tenant_json(t: Tenant) -> wire.Tenant:
         "keyPrefix": t.key_prefix,
         "createdAt": t.created_at,
         "updatedAt": t.updated_at,
+        "keywords": list(t.keywords or []),
     }
 
 
@@ -70,6 +71,7 @@ async def create(db: Database, settings: Settings, body: TenantCreate) -> tuple[
         accent_color=brand.accentColor if brand else None,
         logo_url=brand.logoUrl if brand else None,
         allowed_origins=list(body.allowedOrigins or []),
+        keywords=wire.merge_keywords(body.keywords),
         created_at=now,
         updated_at=now,
     )
@@ -109,6 +111,8 @@ def _changes(body: TenantUpdate) -> dict[str, object]:
         values["allowed_origins"] = list(body.allowedOrigins)
     if body.disabled is not None:
         values["disabled"] = body.disabled
+    if body.keywords is not None:
+        values["keywords"] = wire.merge_keywords(body.keywords)
     values["updated_at"] = time.time()
     return values
 

@@ -15,10 +15,11 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mcustt import tenants, wire
+from mcustt import wire
 from mcustt.api import bind, tenant_of
-from mcustt.bodies import loads, parse_body, validate
-from mcustt.errors import MCUSTTError, NotFound, Unauthorized
+from mcustt.bodies import parse_body, validate
+from mcustt.compat import V1Refused, json_object, v1_tenant
+from mcustt.errors import MCUSTTError, NotFound
 from mcustt.speech import ID_PATTERN, audio_json
 from mcustt.state import app_state
 from mcustt.tts import TTSError, TTSUnavailable
@@ -86,10 +87,7 @@ async def media(request: Request) -> Response:
 
 # -- seed 000: POST /v1/tts ---------------------------------------------------------------
 
-V1_MISSING_AUTH = "Missing authorization"
-V1_INVALID_KEY = "Invalid API key"
-V1_EMPTY = "Empty request body"
-V1_INVALID_JSON = "Invalid JSON"
+# The key and body refusals are seed 000's shared texts (:mod:`mcustt.compat`).
 V1_MISSING_FIELDS = "Missing session_id, message_id, or text"
 #: Seed 000 answers this with a 500; an engine failure is not the caller's input, and
 #: we answer no input with a 5xx that means "our bug": 502 (the engine failed) or 503
@@ -127,24 +125,13 @@ async def _v1_tts(request: Request) -> Response:
             "application/x-protobuf is not supported here: send the same fields as JSON "
             '(Content-Type: application/json, {"session_id", "message_id", "text"})',
         )
-    key = request.query_params.get("api_key")
-    if not key:
-        return _v1(401, V1_MISSING_AUTH)
     try:
-        tenant = await tenants.authenticate(state.db, key)
-    except Unauthorized:
-        return _v1(401, V1_INVALID_KEY)
-    bind(tenant_id=tenant.id)
-    await state.limiter.hit("tts", tenant.id)
-    raw = await request.body()
-    if not raw.strip():
-        return _v1(400, V1_EMPTY)
-    try:
-        data = loads(raw)
-    except MCUSTTError:
-        return _v1(400, V1_INVALID_JSON)
-    if not isinstance(data, dict):
-        return _v1(400, V1_INVALID_JSON)
+        tenant = await v1_tenant(state, request.query_params.get("api_key"))
+        bind(tenant_id=tenant.id)
+        await state.limiter.hit("tts", tenant.id)
+        data = json_object(await request.body())
+    except V1Refused as exc:
+        return _v1(exc.status, exc.error)
     values = [data.get(name) for name in _FIELDS]
     if any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
         return _v1(400, V1_MISSING_FIELDS)

@@ -20,7 +20,14 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, NotRequired, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 from typing_extensions import TypedDict
 
 # -- codes ---------------------------------------------------------------------------------
@@ -81,8 +88,10 @@ class ErrorCode(enum.StrEnum):
     RECOGNIZER_FAILED = "RECOGNIZER_FAILED"
     SUMMARIZER_FAILED = "SUMMARIZER_FAILED"
     SUMMARIZER_UNCONFIGURED = "SUMMARIZER_UNCONFIGURED"
+    UNSUPPORTED_LANGUAGE = "UNSUPPORTED_LANGUAGE"  # issue 15: a hint the engine can't serve
     # webhooks and outbound fetches (issue 16)
     URL_NOT_ALLOWED = "URL_NOT_ALLOWED"
+    AUDIO_FETCH_FAILED = "AUDIO_FETCH_FAILED"  # issue 15: an audio_url that did not deliver
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     DELIVERY_NOT_FOUND = "DELIVERY_NOT_FOUND"
     # text to speech (issue 16)
@@ -92,6 +101,9 @@ class ErrorCode(enum.StrEnum):
     TTS_AUDIO_NOT_FOUND = "TTS_AUDIO_NOT_FOUND"
     SIGNED_URL_INVALID = "SIGNED_URL_INVALID"
     SIGNED_URL_EXPIRED = "SIGNED_URL_EXPIRED"
+    # diarization (issue 15): reported in a file transcript's ``diarization`` status
+    DIARIZATION_UNAVAILABLE = "DIARIZATION_UNAVAILABLE"
+    DIARIZATION_FAILED = "DIARIZATION_FAILED"
     # configuration (CLI and startup, never a response)
     CONFIG = "CONFIG"
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
@@ -140,7 +152,7 @@ class CloseReason(enum.StrEnum):
 SessionStatus = Literal["live", "ended"]
 SummaryStatus = Literal["pending", "ready", "failed"]
 JobStatus = Literal["queued", "running", "ready", "failed"]
-JobKind = Literal["session_summary", "batch_summary", "document"]
+JobKind = Literal["session_summary", "batch_summary", "document", "transcription"]
 ReadyStatus = Literal["ready", "unready"]
 Want = Literal["summary", "transcript"]
 
@@ -240,6 +252,129 @@ Origin = Annotated[
 ]
 SessionId = Annotated[str, Field(description="The session id (10 letters and digits).")]
 
+# -- language hints, keywords, noise reduction (issue 15) ------------------------------------
+
+#: At most this many candidate languages reach a recognizer; extras are dropped.
+MAX_LANGUAGE_HINTS = 3
+#: Contextual keywords per tenant default, per session, and merged (session first).
+MAX_KEYWORDS = 100
+MAX_KEYWORD_CHARS = 100
+_LANG_RE = re.compile(LANG_PATTERN)
+
+
+def _canonical_lang(code: str) -> str:
+    """BCP-47's conventional case: ``ko``, ``en-US``, ``zh-Hant-TW`` (engines compare
+    codes exactly, and ``en-us`` from a URL must match ``en-US`` from a list)."""
+    first, *rest = code.split("-")
+    out = [first.lower()]
+    for part in rest:
+        if len(part) == 2 and part.isalpha():
+            out.append(part.upper())
+        elif len(part) == 4 and part.isalpha():
+            out.append(part.title())
+        else:
+            out.append(part.lower())
+    return "-".join(out)
+
+
+def parse_language_hints(value: object) -> list[str]:
+    """Candidate languages from a list or a comma string (``"ko,en"``): canonical case,
+    blanks and duplicates dropped, at most :data:`MAX_LANGUAGE_HINTS` (extras dropped).
+
+    ``None`` and ``""`` are no hints (``[]``).
+
+    Raises:
+        ValueError: a code that is not BCP-47/ISO-shaped (``en``, ``ko-KR``), or a value
+            that is neither a string nor a list of strings.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("language hints are a list of codes or a comma-separated string")
+    hints: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("each language hint is a string such as 'en' or 'ko-KR'")
+        code = item.strip()
+        if not code:
+            continue
+        if len(code) > 35 or not _LANG_RE.match(code):
+            raise ValueError(
+                f"{code[:40]!r} is not a language code (BCP-47 or ISO 639, e.g. 'en', 'ko-KR')"
+            )
+        code = _canonical_lang(code)
+        if code not in hints:
+            hints.append(code)
+    return hints[:MAX_LANGUAGE_HINTS]
+
+
+def merge_keywords(*lists: list[str] | None) -> list[str]:
+    """Keyword lists merged in order (the session's before the tenant's): trimmed,
+    blanks and case-insensitive duplicates dropped, at most :data:`MAX_KEYWORDS`."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for phrases in lists:
+        for phrase in phrases or ():
+            text = " ".join(phrase.split())
+            key = text.casefold()
+            if text and key not in seen:
+                seen.add(key)
+                out.append(text)
+                if len(out) == MAX_KEYWORDS:
+                    return out
+    return out
+
+
+def _split_hints(value: object) -> object:
+    # Before validation: a comma string becomes the list the schema describes; a list
+    # longer than the cap is cut (extras dropped, not refused); bad codes are refused.
+    if value is None:
+        return None
+    if isinstance(value, str | list | tuple):
+        if isinstance(value, list | tuple) and len(value) > 64:
+            raise ValueError("at most 64 language hints are read (3 are used)")
+        return parse_language_hints(value)
+    return value
+
+
+#: Up to 3 candidate languages: a list (``["ko","en"]``) or a comma string (``"ko,en"``).
+LanguageHints = Annotated[
+    list[str],
+    BeforeValidator(_split_hints),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": LANG_PATTERN, "maxLength": 35},
+                    "maxItems": 64,
+                },
+                {"type": "string", "maxLength": 2000},
+            ],
+            "description": "Candidate languages (BCP-47/ISO 639): a list or a comma-separated "
+            "string such as `ko,en`. At most 3 are used (extras dropped); the recognizer "
+            "must support them (else 400 `UNSUPPORTED_LANGUAGE`).",
+            "examples": [["ko", "en"], "ko,en"],
+        }
+    ),
+]
+#: One contextual keyword or phrase (a name, a product, jargon) to favour.
+Keyword = Annotated[Text, Field(min_length=1, max_length=MAX_KEYWORD_CHARS)]
+Keywords = Annotated[
+    list[Keyword],
+    Field(
+        max_length=MAX_KEYWORDS,
+        description="Phrases the recognizer should favour (names, jargon), at most 100 "
+        "of at most 100 characters. Which engines honour them: see the README.",
+        examples=[["mcustt", "Kubernetes"]],
+    ),
+]
+
+
 # -- request bodies ----------------------------------------------------------------------------
 
 
@@ -261,6 +396,7 @@ class TenantCreate(Body):
     dailyMinutesCap: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     brand: Brand | None = None
     allowedOrigins: list[Origin] | None = None
+    keywords: Keywords | None = None  # issue 15: default contextual keywords
 
 
 class TenantUpdate(Body):
@@ -270,12 +406,28 @@ class TenantUpdate(Body):
     brand: Brand | None = None
     allowedOrigins: list[Origin] | None = None
     disabled: bool | None = None
+    keywords: Keywords | None = None  # issue 15: default contextual keywords
 
 
 class SessionCreate(Body):
     title: Annotated[Text, Field(max_length=500)] | None = None
     sourceLang: Lang | None = None
     autoDetect: bool = True
+    #: issue 15: candidate languages, contextual keywords, noise suppression
+    languageHints: LanguageHints | None = None
+    language_hint: Annotated[
+        Lang | None, Field(description="Legacy single hint; `languageHints` wins.")
+    ] = None
+    keywords: Keywords | None = None
+    reduceNoise: Annotated[
+        bool, Field(description="Suppress background noise before VAD and recognition.")
+    ] = False
+
+    def hints(self) -> list[str]:
+        """The candidate languages asked for (``languageHints``, else the legacy one)."""
+        if self.languageHints:
+            return self.languageHints
+        return parse_language_hints(self.language_hint)
 
 
 class OwnerSecretBody(Body):
@@ -388,6 +540,8 @@ class Tenant(TypedDict):
     keyPrefix: Annotated[str, Field(description="The key's first characters, to tell keys apart.")]
     createdAt: Time
     updatedAt: Time
+    #: issue 15: every session's default contextual keywords (the session's come first)
+    keywords: list[str]
 
 
 class TenantWithKey(Tenant):
@@ -437,6 +591,12 @@ class SessionState(TypedDict):
     endedAt: Time | None
     endReason: str | None
     brand: BrandInfo | None
+    #: issue 15: the session's options
+    languageHints: Annotated[list[str], Field(description="Candidate languages (≤ 3).")]
+    keywords: Annotated[
+        list[str], Field(description="The session's own keywords (the tenant's are added).")
+    ]
+    reduceNoise: bool
 
 
 class SessionListItem(TypedDict):
@@ -539,7 +699,8 @@ class Job(TypedDict):
     status: JobStatus
     result: Annotated[
         # MeetingDocument: a ``document`` job's (issue 16), defined with its feature below
-        SessionSummaryResult | BatchResult | MeetingDocument | None,
+        # FileTranscript: a ``transcription`` job's (issue 15)
+        SessionSummaryResult | BatchResult | MeetingDocument | FileTranscript | None,
         Field(description="Once `ready`: what the job's `kind` produces."),
     ]
     error: str | None
@@ -1059,3 +1220,180 @@ RESPONSES += (
     WebhookSummaryFailedData,
     WebhookJobFinishedData,
 )
+
+
+# -- file transcription (issue 15) ----------------------------------------------------------
+
+DiarizationState = Literal["done", "disabled", "unavailable", "failed"]
+
+
+class TranscribeRequest(Body):
+    """``POST /api/transcribe`` as JSON (an ``audio_url``), or the form fields of a
+    multipart upload (the file in the part ``file``)."""
+
+    audio_url: (
+        Annotated[
+            Text,
+            Field(
+                min_length=1,
+                max_length=2000,
+                description="An http(s) URL of the audio (JSON requests); not with a `file`.",
+            ),
+        ]
+        | None
+    ) = None
+    language_hints: LanguageHints | None = None
+    language_hint: Annotated[
+        Lang | None, Field(description="Legacy single hint; `language_hints` wins.")
+    ] = None
+    enable_diarization: Annotated[
+        bool, Field(description="Label speakers (needs the `mcustt[diarization]` extra).")
+    ] = True
+    title: Annotated[Text, Field(max_length=500)] | None = None
+    reduce_noise: Annotated[
+        bool, Field(description="Suppress background noise before VAD and recognition.")
+    ] = False
+    keywords: Keywords | None = None
+
+    def hints(self) -> list[str]:
+        """The candidate languages asked for (``language_hints``, else the legacy one)."""
+        if self.language_hints:
+            return self.language_hints
+        return parse_language_hints(self.language_hint)
+
+
+class FileUtterance(TypedDict):
+    """One recognized utterance of a file, with its speaker."""
+
+    speaker: Annotated[str, Field(description='The speaker: "0", "1", … in order of appearance.')]
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: Annotated[
+        float | None, Field(description="0-1; null when the engine reports none (sphinx).")
+    ]
+    language: str
+
+
+class DiarizationInfo(TypedDict):
+    """Whether speakers were told apart, and if not, why."""
+
+    status: DiarizationState
+    reason: NotRequired[str]
+    engine: NotRequired[str]
+    speakers: NotRequired[int]
+
+
+class FileTranscript(TypedDict):
+    """A transcribed file (inline answer, or a ``transcription`` job's result)."""
+
+    sessionId: SessionId
+    text: str
+    detected_language: str | None
+    confidence: Annotated[
+        float | None, Field(description="Mean utterance confidence, 0-1 (null: none reported).")
+    ]
+    utterances: list[FileUtterance]
+    diarization: DiarizationInfo
+    duration_ms: int
+
+
+REQUEST_BODIES += (TranscribeRequest,)
+RESPONSES += (FileUtterance, DiarizationInfo, FileTranscript)
+
+
+# -- the compatible API, seed 000's /v1/stt (issue 15) -------------------------------------
+
+#: The longest ``session_id`` a compatible client may name its session by.
+V1_SESSION_ID_CHARS = 128
+
+
+class V1SttBody(Body):
+    """``POST /v1/stt`` (seed 000): a public audio URL, transcribed with speakers."""
+
+    audio_url: Annotated[
+        Text, Field(min_length=1, max_length=2000, description="Public http(s) audio URL.")
+    ]
+    session_id: (
+        Annotated[
+            Text,
+            Field(
+                min_length=1,
+                max_length=V1_SESSION_ID_CHARS,
+                description="Your name for the file's session (kept as its title).",
+            ),
+        ]
+        | None
+    ) = None
+    enable_diarization: bool = True
+    language_hints: LanguageHints | None = None
+    language_hint: Annotated[
+        Lang | None, Field(description="Legacy single hint; `language_hints` wins.")
+    ] = None
+
+    def hints(self) -> list[str]:
+        if self.language_hints:
+            return self.language_hints
+        return parse_language_hints(self.language_hint)
+
+
+class V1Utterance(TypedDict):
+    speaker: Annotated[str, Field(description='"0", "1", … in order of appearance.')]
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: Annotated[float | None, Field(description="0-1; null when none reported.")]
+    language: str
+
+
+class V1SttResponse(TypedDict):
+    """``POST /v1/stt`` (seed 000): its fields, plus mcustt's ``session_id`` (the
+    file's session: transcript, summary, embed) and ``diarization`` (whether speakers
+    were told apart, and why not)."""
+
+    text: str
+    detected_language: str | None
+    confidence: Annotated[float | None, Field(description="0-1; null when none reported.")]
+    utterances: list[V1Utterance]
+    session_id: SessionId
+    diarization: DiarizationInfo
+
+
+class V1Error(TypedDict):
+    """Seed 000's error body: ``error`` is the seed's text (``Invalid API key``, …)."""
+
+    success: Literal[False]
+    error: str
+    code: Annotated[str, Field(description="mcustt's error code for the same refusal.")]
+
+
+class V1StreamStart(Body):
+    """The compatible stream's first text frame."""
+
+    encoding: Literal["pcm16", "opus"] = "pcm16"
+    session_id: Annotated[Text, Field(min_length=1, max_length=V1_SESSION_ID_CHARS)] | None = None
+    language_hints: LanguageHints | None = None
+
+
+class V1Chunk(TypedDict):
+    id: Annotated[str, Field(description="Same across an utterance's interims and final.")]
+    session_id: str
+    text: str
+    is_final: bool
+
+
+class V1ChunkEvent(TypedDict):
+    chunk: V1Chunk
+
+
+class V1Connected(TypedDict):
+    """The answer to the start frame; ``mcustt`` holds the session's id and, for a new
+    session, its embed / subscribe URLs and owner secret (the zero-ceremony ``ready``)."""
+
+    connected: Literal[True]
+    mcustt: dict[str, str]
+
+
+REQUEST_BODIES += (V1SttBody, V1StreamStart)
+RESPONSES += (V1Utterance, V1SttResponse, V1Error)
+EVENTS += (V1ChunkEvent, V1Connected)

@@ -8,7 +8,7 @@ and its queue all carry audio in the same session.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerStream
 from mcustt.types import pcm_ms
@@ -55,7 +55,14 @@ RECORDED: list[RecordingStream] = []
 class RecordingRecognizer(Recognizer):
     name = "recording"
 
-    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
         stream = RecordingStream(len(RECORDED) + 1)
         RECORDED.append(stream)
         return stream

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerStream
 from mcustt.types import pcm_ms
@@ -47,5 +47,12 @@ class ScriptedStream(RecognizerStream):
 class ScriptedRecognizer(Recognizer):
     name = "scripted"
 
-    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
         return ScriptedStream(language)

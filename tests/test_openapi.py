@@ -83,6 +83,11 @@ def test_document_is_valid_openapi_31_and_covers_every_route() -> None:
                     assert resp["content"]["application/json"]["schema"] == {
                         "$ref": "#/components/schemas/V1TtsResponse"
                     }, (method, status)
+                elif path == "/v1/stt" and int(status) >= 400 and status != "413":
+                    # issue 15: seed 000's error body, like /v1/tts keeps its own
+                    assert resp["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/V1Error"
+                    }, (method, status)
                 elif int(status) >= 400 and not (
                     method == "get" and item is doc["paths"]["/readyz"]
                 ):

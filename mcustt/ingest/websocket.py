@@ -27,11 +27,20 @@ from mcustt.errors import (
     Unauthorized,
 )
 from mcustt.ingest.audio import MAX_CONTROL_BYTES, check_frame
+from mcustt.ingest.ogg import OPUS_RATES, OpusIngest
 from mcustt.pipeline import SessionPipeline
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session, Tenant
 from mcustt.tokens import random_id
-from mcustt.wire import CloseCode, CloseReason, ErrorCode, ProducerEvent, ReadyEvent, SessionCreate
+from mcustt.wire import (
+    CloseCode,
+    CloseReason,
+    ErrorCode,
+    ProducerEvent,
+    ReadyEvent,
+    SessionCreate,
+    parse_language_hints,
+)
 from mcustt.wsutil import close, reject
 
 log = structlog.get_logger(__name__)
@@ -90,44 +99,143 @@ async def admit(
         # A browser (it sends Origin) on a page the tenant does not allow (§15).
         tenants.check_origin(tenant, origin, own=own)
         await check_daily_cap(state, tenant)
+        # issue 15: ?language_hints on a token socket replaces the session's hints for
+        # this connection; checked before the token is burned.
+        hints = query_hints(query)
+        state.recognizer.check_languages(hints)
         session = await state.sessions.claim_producer(
             claims.session_id, jti=claims.jti, producer_id=producer_id, tenant=tenant
         )
+        if hints:
+            session.language_hints = hints
         ready: ReadyEvent = {"type": "ready", "sessionId": session.id}
     elif tenant_key:
         # Zero-ceremony (§3 option B): the socket creates its own session.
         tenant = await tenants.authenticate(state.db, tenant_key)
-        tenants.check_origin(tenant, origin, own=own)
-        await check_daily_cap(state, tenant)
         body = validate(
             SessionCreate,
             {
                 "sourceLang": query.get("sourceLang") or None,
                 "autoDetect": query.get("autoDetect", "true").lower() not in ("false", "0", "no"),
                 "title": query.get("title") or None,
+                "languageHints": query_hints(query) or None,
+                "reduceNoise": _flag(query, "reduceNoise") or _flag(query, "reduce_noise"),
             },
         )
-        created, doc = await state.sessions.create(
-            tenant, title=body.title, source_lang=body.sourceLang, auto_detect=body.autoDetect
-        )
-        state.metrics.sessions_created.inc()
-        session = await state.sessions.claim_producer(
-            created.id, jti=None, producer_id=producer_id, tenant=tenant
-        )
-        ready = {
-            "type": "ready",
-            "sessionId": doc["sessionId"],
-            "embedUrl": doc["embedUrl"],
-            "embedToken": doc["embedToken"],
-            "subscribeUrl": doc["subscribeUrl"],
-            "subscribeToken": doc["subscribeToken"],
-            "ownerSecret": doc["ownerSecret"],
-        }
+        return await admit_new(state, tenant, body, origin=origin)
     else:
         raise Unauthorized(
             "send ?token=INGEST_TOKEN or an x-tenant-key header", code=ErrorCode.UNAUTHORIZED
         )
     return Admission(session, tenant, producer_id, ready)
+
+
+async def admit_new(
+    state: AppState,
+    tenant: Tenant,
+    body: SessionCreate,
+    *,
+    origin: str | None,
+    session_id: str | None = None,
+) -> Admission:
+    """A tenant-key producer's own new session (zero-ceremony ``/ws/stt``, the compatible
+    stream): origin and daily cap checked, the session created from ``body`` (with the
+    id ``session_id`` when the caller derives one), the producer slot claimed."""
+    producer_id = "prod_" + random_id(12)
+    state.recognizer.check_languages(body.hints())
+    tenants.check_origin(tenant, origin, own=state.settings.public_url)
+    await check_daily_cap(state, tenant)
+    created, doc = await state.sessions.create(
+        tenant,
+        title=body.title,
+        source_lang=body.sourceLang,
+        auto_detect=body.autoDetect,
+        language_hints=body.hints(),
+        keywords=body.keywords,
+        reduce_noise=body.reduceNoise,
+        session_id=session_id,
+    )
+    state.metrics.sessions_created.inc()
+    session = await state.sessions.claim_producer(
+        created.id, jti=None, producer_id=producer_id, tenant=tenant
+    )
+    ready: ReadyEvent = {
+        "type": "ready",
+        "sessionId": doc["sessionId"],
+        "embedUrl": doc["embedUrl"],
+        "embedToken": doc["embedToken"],
+        "subscribeUrl": doc["subscribeUrl"],
+        "subscribeToken": doc["subscribeToken"],
+        "ownerSecret": doc["ownerSecret"],
+    }
+    return Admission(session, tenant, producer_id, ready)
+
+
+async def admit_existing(
+    state: AppState, tenant: Tenant, session_id: str, *, origin: str | None
+) -> Admission:
+    """A tenant-key producer continuing one of the tenant's live sessions (the
+    compatible stream's ``session_id``): another tenant's session is 404, an ended one
+    409, one with a producer connected 409, as for a token."""
+    producer_id = "prod_" + random_id(12)
+    await state.sessions.get_for_tenant(tenant, session_id)
+    tenants.check_origin(tenant, origin, own=state.settings.public_url)
+    await check_daily_cap(state, tenant)
+    session = await state.sessions.claim_producer(
+        session_id, jti=None, producer_id=producer_id, tenant=tenant
+    )
+    ready: ReadyEvent = {"type": "ready", "sessionId": session.id}
+    return Admission(session, tenant, producer_id, ready)
+
+
+def query_hints(query: dict[str, str]) -> list[str]:
+    """Candidate languages of a socket URL (issue 15): ``language_hints`` (or
+    ``languageHints``) as ``ko,en``, else the legacy single ``language_hint``.
+
+    Raises:
+        BadRequest: a code that is not a language code.
+    """
+    raw = query.get("language_hints") or query.get("languageHints") or query.get("language_hint")
+    try:
+        return parse_language_hints(raw[:2000] if raw else None)
+    except ValueError as exc:
+        raise BadRequest(f"language_hints: {exc}") from None
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    return query.get(name, "false").lower() in ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """How a ``/ws/stt`` producer's binary frames are encoded (issue 15)."""
+
+    encoding: str = "pcm16"
+    channels: int = 2
+
+    @classmethod
+    def from_query(cls, query: dict[str, str]) -> AudioOptions:
+        """``?encoding=pcm16`` (default, the contract's frames) or ``?encoding=opus``
+        (raw packets or OGG/Opus), with ``sample_rate`` (an Opus rate, informational:
+        Opus carries its own timing) and ``channels`` (1 or 2, raw packets).
+
+        Raises:
+            BadRequest: an unknown encoding, rate or channel count.
+        """
+        encoding = query.get("encoding", "pcm16").lower()
+        if encoding in ("pcm", "pcm16", "linear16"):
+            return cls()
+        if encoding != "opus":
+            raise BadRequest("encoding must be pcm16 (the default) or opus")
+        rate = query.get("sample_rate", "48000")
+        if rate != "auto" and (not rate.isdigit() or int(rate) not in OPUS_RATES):
+            raise BadRequest(
+                "sample_rate for opus is one of 8000, 12000, 16000, 24000, 48000 (or auto)"
+            )
+        channels = query.get("channels", "2")
+        if channels not in ("1", "2"):
+            raise BadRequest("channels for opus is 1 or 2")
+        return cls(encoding="opus", channels=int(channels))
 
 
 async def check_daily_cap(state: AppState, tenant: Tenant) -> None:
@@ -147,6 +255,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         await count_attempt(
             state, token=token, tenant_key=tenant_key, client_ip=state.client_ip(ws)
         )
+        audio = AudioOptions.from_query(dict(ws.query_params))
         admission = await admit(
             state,
             token=token,
@@ -161,12 +270,22 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         session_id=admission.session.id, tenant_id=admission.tenant.id
     )
     await ws.accept()
-    await IngestConnection(state, ws, admission).run()
+    opus = OpusIngest(channels=audio.channels) if audio.encoding == "opus" else None
+    await IngestConnection(state, ws, admission, opus=opus).run()
 
 
 class IngestConnection:
-    def __init__(self, state: AppState, ws: WebSocket, admission: Admission) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        ws: WebSocket,
+        admission: Admission,
+        *,
+        opus: OpusIngest | None = None,
+    ) -> None:
         self.state = state
+        #: issue 15: ``?encoding=opus``: the decoder in front of the pipeline
+        self.opus = opus
         self.ws = ws
         self.admission = admission
         self.session = admission.session
@@ -231,7 +350,27 @@ class IngestConnection:
             event = await self.outbox.get()
             if event is None:
                 return
-            await self.ws.send_text(events.dumps(event))
+            text = self.render(event)
+            if text is not None:
+                await self.ws.send_text(text)
+
+    def render(self, event: ProducerEvent) -> str | None:
+        """The frame an event becomes on this socket (``None``: not sent). A subclass
+        speaking another wire (the compatible stream) overrides this."""
+        return events.dumps(event)
+
+    async def audio(self, pipeline: SessionPipeline, data: bytes) -> None:
+        """One binary frame: PCM16 (the contract's checks), pushed to the pipeline. A
+        subclass with another audio encoding overrides this."""
+        if self.opus is not None:
+            # Opus has its own checks (packet and Ogg framing, see mcustt.ingest.ogg)
+            pcm = self.opus.decode(data)
+            if pcm:
+                await pipeline.push(pcm)
+            return
+        check_frame(data)
+        if data:
+            await pipeline.push(data)
 
     async def _receive_loop(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
         """Returns (close code, reason, session ended).
@@ -258,10 +397,9 @@ class IngestConnection:
                 return CloseCode.NORMAL, "", False
             data = message.get("bytes")
             if data is not None:
-                check_frame(data)
                 if data:
                     self.last_audio = time.monotonic()
-                    await pipeline.push(data)
+                await self.audio(pipeline, data)
                 continue
             if await self._control(message.get("text") or ""):
                 return CloseCode.NORMAL, CloseReason.STOP, True

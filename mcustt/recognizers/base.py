@@ -13,12 +13,12 @@ processes, network engines use asyncio clients.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from mcustt.config import Settings
-from mcustt.errors import MCUSTTError
+from mcustt.errors import MCUSTTError, UnsupportedLanguage
 from mcustt.wire import CloseCode, ErrorCode
 
 
@@ -32,6 +32,17 @@ class RecognizerError(MCUSTTError):
     def __init__(self, message: str, *, fatal: bool = True) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+def language_matches(hint: str, supported: str) -> bool:
+    """``en`` serves ``en-GB`` and ``en-US`` (and the other way round); ``en-GB`` does
+    not serve ``en-US``. Codes are compared case-insensitively."""
+    h, s = hint.lower(), supported.lower()
+    if h == s:
+        return True
+    h_lang, _, h_rest = h.partition("-")
+    s_lang, _, s_rest = s.partition("-")
+    return h_lang == s_lang and (not h_rest or not s_rest)
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,11 @@ class Recognizer(ABC):
 
     #: the registry name (``MCUSTT_RECOGNIZER``)
     name: ClassVar[str]
+    #: the languages this engine can recognize (BCP-47; a bare ``en`` is every English);
+    #: ``None``: any code (the engine itself refuses the ones it lacks)
+    languages: ClassVar[frozenset[str] | None] = None
+    #: whether ``keywords`` reach the engine as recognition hints (README's table)
+    honours_keywords: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -120,11 +136,39 @@ class Recognizer(ABC):
     def model(self) -> str:
         return self.name
 
+    def check_languages(self, hints: Sequence[str]) -> None:
+        """Refuse hints this engine cannot serve, naming the ones it can.
+
+        Raises:
+            UnsupportedLanguage: a hint no supported language matches.
+        """
+        supported = self.languages
+        if supported is None:
+            return
+        bad = [h for h in hints if not any(language_matches(h, s) for s in supported)]
+        if bad:
+            raise UnsupportedLanguage(
+                f"the {self.name} recognizer cannot recognize {', '.join(bad)}; it supports "
+                f"{', '.join(sorted(supported))}"
+            )
+
     @abstractmethod
-    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
         """A new stream for one utterance.
 
         Args:
             language: the session's sourceLang (BCP-47), used as-is when not auto-detecting.
             auto_detect: let the engine choose among its candidate languages.
+            language_hints: the session's candidate languages (issue 15, already
+                checked with :meth:`check_languages`); when given, the engine chooses
+                among exactly these.
+            keywords: phrases to favour (the session's, then the tenant's; at most 100).
+                Engines that cannot use them ignore them (:attr:`honours_keywords`).
         """

@@ -262,6 +262,7 @@ class GoogleRecognizer(Recognizer):
     """
 
     name = "google"
+    honours_keywords = True
 
     def __init__(
         self,
@@ -322,12 +323,29 @@ class GoogleRecognizer(Recognizer):
             transport: Any = client.transport  # close() is untyped in the library
             await transport.close()
 
-    def open_stream(self, *, language: str, auto_detect: bool) -> GoogleRecognizerStream:
-        stream = GoogleRecognizerStream(self, self.language_codes(language, auto_detect))
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> GoogleRecognizerStream:
+        stream = GoogleRecognizerStream(
+            self,
+            self.language_codes(language, auto_detect, language_hints),
+            keywords=list(keywords),
+        )
         self._streams.add(stream)
         return stream
 
-    def language_codes(self, language: str, auto_detect: bool) -> list[str]:
+    def language_codes(
+        self, language: str, auto_detect: bool, hints: Sequence[str] = ()
+    ) -> list[str]:
+        if hints:
+            # The session's candidate languages (issue 15), exactly: Google picks one
+            # per result among them (v2 takes up to 3, the hint cap).
+            return list(hints)
         if not auto_detect:
             return [language]
         candidates = [code for code in self.settings.google_languages if code]
@@ -338,9 +356,28 @@ class GoogleRecognizer(Recognizer):
         return [language, *[c for c in candidates if c != language]]
 
     def config_request(
-        self, language_codes: Sequence[str]
+        self, language_codes: Sequence[str], keywords: Sequence[str] = ()
     ) -> cloud_speech.StreamingRecognizeRequest:
-        """The first request of every call: where to recognize and how."""
+        """The first request of every call: where to recognize and how.
+
+        ``keywords`` become an inline phrase set (model adaptation) boosted by
+        ``google_keyword_boost``: Google favours them without a stored PhraseSet.
+        """
+        adaptation = None
+        if keywords:
+            boost = self.settings.google_keyword_boost
+            adaptation = cloud_speech.SpeechAdaptation(
+                phrase_sets=[
+                    cloud_speech.SpeechAdaptation.AdaptationPhraseSet(
+                        inline_phrase_set=cloud_speech.PhraseSet(
+                            phrases=[
+                                cloud_speech.PhraseSet.Phrase(value=k, boost=boost)
+                                for k in keywords
+                            ],
+                        )
+                    )
+                ]
+            )
         config = cloud_speech.RecognitionConfig(
             explicit_decoding_config=cloud_speech.ExplicitDecodingConfig(
                 encoding=cloud_speech.ExplicitDecodingConfig.AudioEncoding.LINEAR16,
@@ -351,6 +388,7 @@ class GoogleRecognizer(Recognizer):
             language_codes=list(language_codes),
             # Captions read far better punctuated; Chirp 2 supports it in streaming.
             features=cloud_speech.RecognitionFeatures(enable_automatic_punctuation=True),
+            adaptation=adaptation,
         )
         return cloud_speech.StreamingRecognizeRequest(
             recognizer=self.recognizer_path,
@@ -417,9 +455,16 @@ class GoogleRecognizer(Recognizer):
 class GoogleRecognizerStream(RecognizerStream):
     """One utterance; see the module docstring for rollover and retries."""
 
-    def __init__(self, recognizer: GoogleRecognizer, language_codes: list[str]) -> None:
+    def __init__(
+        self,
+        recognizer: GoogleRecognizer,
+        language_codes: list[str],
+        *,
+        keywords: list[str] | None = None,
+    ) -> None:
         self._recognizer = recognizer
         self._language_codes = language_codes
+        self._keywords = keywords or []
         # A floor keeps a misconfigured limit from rolling over on every request.
         self._limit_s = max(0.5, recognizer.settings.google_stream_limit_s)
         self._limit_bytes = int(self._limit_s * _BYTES_PER_SECOND) // 2 * 2
@@ -536,7 +581,7 @@ class GoogleRecognizerStream(RecognizerStream):
 
     async def _supervise(self) -> None:
         client = await self._recognizer._ensure_client()
-        first_request = self._recognizer.config_request(self._language_codes)
+        first_request = self._recognizer.config_request(self._language_codes, self._keywords)
         failures = 0
         number = 0
         while True:

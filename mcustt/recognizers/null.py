@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerStream
 
@@ -33,5 +33,12 @@ class NullStream(RecognizerStream):
 class NullRecognizer(Recognizer):
     name = "null"
 
-    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
         return NullStream()

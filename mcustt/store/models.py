@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, false
 from sqlmodel import AutoString, Field, SQLModel
 
 from mcustt.wire import (
@@ -50,6 +50,8 @@ class Tenant(SQLModel, table=True):
     disabled: bool = False
     created_at: float
     updated_at: float
+    #: issue 15: default contextual keywords of every session (NULL on older rows: none)
+    keywords: list[str] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Session(SQLModel, table=True):
@@ -75,6 +77,11 @@ class Session(SQLModel, table=True):
     created_at: float
     updated_at: float
     ended_at: float | None = None
+    #: issue 15: candidate languages (<= 3), the session's own keywords (the tenant's are
+    #: merged in when a stream opens), noise suppression. NULL on older rows: none.
+    language_hints: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    keywords: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    reduce_noise: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class TranscriptLine(SQLModel, table=True):
@@ -278,3 +285,18 @@ class Document(SQLModel, table=True):
     error: str | None = None
     created_at: float
     updated_at: float
+
+
+# -- file transcription (issue 15) -------------------------------------------------------------
+
+
+class FileAudioChunk(SQLModel, table=True):
+    """A slice (≤ 1 MiB) of an uploaded or fetched file waiting for its ``transcription``
+    job. Kept in the database, not on a node's disk, so any node can run the job; in
+    slices so neither the write nor the read ever holds the whole file. Deleted when
+    the job is done (or has failed for good)."""
+
+    __tablename__ = "file_audio_chunks"
+    audio_id: str = Field(primary_key=True, max_length=40)
+    idx: int = Field(primary_key=True)
+    data: bytes

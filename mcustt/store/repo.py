@@ -14,6 +14,8 @@ hold a single :class:`Repo` (``state.repo``) and no SQL lives outside ``mcustt.s
 * :mod:`mcustt.store.webhooks`: webhook endpoints, the event outbox, deliveries.
 * :mod:`mcustt.store.tts`: text-to-speech audio until it expires.
 * :mod:`mcustt.store.documents`: documents written from transcripts (issue 16).
+* :mod:`mcustt.store.files`: transcribed files' sessions, files waiting for their job
+  (issue 15).
 
 ``mcustt.testing.store.StoreContract`` is the behaviour callers rely on, run against
 SQLite and PostgreSQL.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from mcustt.store.db import Database
 from mcustt.store.documents import DocumentQueries
+from mcustt.store.files import FileQueries
 from mcustt.store.jobs import JobQueries
 from mcustt.store.revisions import RevisionQueries
 from mcustt.store.sessions import Capped, ProducerClaim, SessionQueries, SessionSnapshot
@@ -47,6 +50,7 @@ class Repo(
     TTSQueries,
     WebhookQueries,
     DocumentQueries,
+    FileQueries,
 ):
     def __init__(self, db: Database) -> None:
         self.db = db

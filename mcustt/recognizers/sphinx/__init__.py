@@ -14,6 +14,7 @@ decoder lives in a worker process and the event loop only moves bytes. The parts
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import ClassVar
 
 from mcustt.config import Settings
@@ -29,6 +30,9 @@ class SphinxRecognizer(Recognizer):
     """pocketsphinx en-US in ``settings.workers`` processes."""
 
     name: ClassVar[str] = "sphinx"
+    #: one acoustic and language model, US English: any English hint is served by it
+    #: (an accent costs accuracy, not the language); any other language is refused
+    languages: ClassVar[frozenset[str] | None] = frozenset({"en"})
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -48,8 +52,18 @@ class SphinxRecognizer(Recognizer):
     async def check(self) -> None:
         self._pool.check()
 
-    def open_stream(self, *, language: str, auto_detect: bool) -> RecognizerStream:
-        # One model: every language is decoded as en-US and labelled so.
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
+        # One model: every language is decoded as en-US and labelled so. Hints were
+        # checked against ``languages``; keywords are not used: pocketsphinx's only
+        # vocabulary lever is its keyword-spotting search, which replaces the language
+        # model (it spots the phrases and nothing else), so it cannot favour them.
         return SphinxStream(self._pool, next(self._uids))
 
     async def stats(self) -> list[WorkerStats]:
