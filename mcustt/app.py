@@ -18,12 +18,22 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from mcustt import api, docs_page, logs, openapi, summary_api, viewers, webui
+from mcustt import (
+    api,
+    bridges_api,
+    docs_page,
+    logs,
+    openapi,
+    speakers_api,
+    summary_api,
+    viewers,
+    webui,
+)
 from mcustt.config import Settings
 from mcustt.edge import Edge
 from mcustt.errors import MCUSTTError, error_response
+from mcustt.ingest import jitsi, whip
 from mcustt.ingest import websocket as ingest_ws
-from mcustt.ingest import whip
 from mcustt.ingest.whip import WhipManager
 from mcustt.state import AppState, open_state
 from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
@@ -125,6 +135,12 @@ def routes() -> list[BaseRoute]:
         Route("/api/sessions/{session_id}/summary", summary_api.get_summary, methods=["GET"]),
         Route("/api/sessions/{session_id}/summarize", summary_api.summarize, methods=["POST"]),
         Route("/api/sessions/{session_id}/stream", viewers.sse_stream, methods=["GET"]),
+        Route("/api/sessions/{session_id}/speakers", speakers_api.list_speakers, methods=["GET"]),
+        Route(
+            "/api/sessions/{session_id}/speakers/{speaker_id}",
+            speakers_api.put_speaker,
+            methods=["PUT"],
+        ),
         Route("/api/transcribe-summary", summary_api.transcribe_summary, methods=["POST"]),
         Route("/api/jobs/{job_id}", summary_api.get_job, methods=["GET"]),
         Route("/api/webrtc", whip.whip_post, methods=["POST"]),
@@ -132,6 +148,12 @@ def routes() -> list[BaseRoute]:
         Route("/api/webrtc/{resource_id}", whip.whip_patch, methods=["PATCH"]),
         WebSocketRoute("/ws/stt", ingest_ws.ingest_endpoint),
         WebSocketRoute("/ws/subscribe", viewers.subscribe_endpoint),
+        # the Jitsi bridge (issue 14): the opus-transcriber-proxy protocol
+        WebSocketRoute("/transcribe", jitsi.transcribe_endpoint),
+        Route("/api/bridges", bridges_api.create_bridge_key, methods=["POST"]),
+        Route("/api/bridges", bridges_api.list_bridge_keys, methods=["GET"]),
+        Route("/api/bridges/{bridge_id}", bridges_api.revoke_bridge_key, methods=["DELETE"]),
+        Route("/api/jitsi/meetings/{meeting_id}", bridges_api.get_jitsi_meeting, methods=["GET"]),
         Route("/embed/{session_id}", webui.embed_page, methods=["GET"]),
         Mount("/embed-assets", app=webui.assets(), name="embed-assets"),
     ]
@@ -171,7 +193,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         Middleware(
             CORSMiddleware,
             allow_origins=["*"],
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["*"],
             expose_headers=[
                 "Location",

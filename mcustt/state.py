@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from starlette.requests import HTTPConnection
 
+from mcustt.bridges import BridgeService
 from mcustt.config import Settings
 from mcustt.fanout import Hub
 from mcustt.jobs import JobRunner
@@ -53,6 +54,7 @@ class AppState:
     usage: UsageMeter
     jobs: JobRunner
     pipelines: PipelineRegistry
+    bridges: BridgeService
 
     def client_ip(self, conn: HTTPConnection) -> str:
         """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
@@ -119,6 +121,15 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         # First to close of the services: live pipelines finalize, so every final
         # already recognized is persisted (and its summary queued).
         stack.push_async_callback(pipelines.aclose)
+        # Jitsi bridge meetings (issue 14): its grace-period enders close before the
+        # pipelines do (they end sessions through them).
+        bridges = BridgeService(
+            repo,
+            sessions,
+            s,
+            lambda session, reason: pipelines.end_session(session, reason=reason),
+        )
+        stack.push_async_callback(bridges.aclose)
         retention = Retention(
             repo,
             pipelines.end_session,
@@ -143,6 +154,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             usage=usage,
             jobs=jobs,
             pipelines=pipelines,
+            bridges=bridges,
         )
 
 

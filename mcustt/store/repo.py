@@ -9,7 +9,10 @@ hold a single :class:`Repo` (``state.repo``) and no SQL lives outside ``mcustt.s
 * :mod:`mcustt.store.transcripts`: transcript lines;
 * :mod:`mcustt.store.summaries`: session summaries;
 * :mod:`mcustt.store.jobs`: the durable job queue;
-* :mod:`mcustt.store.usage`: audio time per tenant per day.
+* :mod:`mcustt.store.usage`: audio time per tenant per day;
+* :mod:`mcustt.store.speakers`: speaker names per session;
+* :mod:`mcustt.store.tracks`: participant tracks' tokens and producer claims;
+* :mod:`mcustt.store.bridges`: Jitsi bridge credentials and the meeting → session map.
 
 ``mcustt.testing.store.StoreContract`` is the behaviour callers rely on, run against
 SQLite and PostgreSQL.
@@ -17,11 +20,14 @@ SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from mcustt.store.bridges import BridgeQueries
 from mcustt.store.db import Database
 from mcustt.store.jobs import JobQueries
 from mcustt.store.sessions import Capped, ProducerClaim, SessionQueries, SessionSnapshot
+from mcustt.store.speakers import SpeakerQueries
 from mcustt.store.summaries import SummaryQueries
 from mcustt.store.tenants import TenantQueries
+from mcustt.store.tracks import TrackQueries
 from mcustt.store.transcripts import TranscriptQueries
 from mcustt.store.usage import UsageQueries, utc_day
 
@@ -35,6 +41,9 @@ class Repo(
     SummaryQueries,
     JobQueries,
     UsageQueries,
+    SpeakerQueries,
+    TrackQueries,
+    BridgeQueries,
 ):
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -1,0 +1,26 @@
+"""documents generated from a transcript with a custom prompt (issue 16)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 03:15:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlmodel
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
