@@ -50,6 +50,18 @@ async def require_tenant(conn: HTTPConnection) -> Tenant:
     return tenant
 
 
+async def tenant_of(request: HTTPConnection) -> Tenant:
+    """The tenant of ``X-Tenant-Key``, or of ``Authorization: Bearer <tenant key>`` (what
+    automation tools send): the endpoints that no read token can use (webhooks, TTS)."""
+    if "x-tenant-key" not in request.headers:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            tenant = await tenants.authenticate(app_state(request).db, key.strip())
+            bind(tenant_id=tenant.id)
+            return tenant
+    return await require_tenant(request)
+
+
 def read_token(conn: HTTPConnection) -> str | None:
     """A read token from ``?t=``, ``?token=`` or ``Authorization: Bearer``."""
     token = conn.query_params.get("t") or conn.query_params.get("token")

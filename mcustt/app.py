@@ -21,12 +21,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from mcustt import (
     api,
     bridges_api,
+    corrections_api,  # corrections (issue 16)
     docs_page,
     logs,
+    meeting_ai_api,  # ask and documents (issue 16)
     openapi,
     speakers_api,
     summary_api,
+    tts_api,  # text to speech (issue 16)
     viewers,
+    webhooks_api,  # webhooks and triggers (issue 16)
     webui,
 )
 from mcustt.config import Settings
@@ -134,6 +138,21 @@ def routes() -> list[BaseRoute]:
         Route("/api/sessions/{session_id}/transcript", api.transcript, methods=["GET"]),
         Route("/api/sessions/{session_id}/summary", summary_api.get_summary, methods=["GET"]),
         Route("/api/sessions/{session_id}/summarize", summary_api.summarize, methods=["POST"]),
+        Route("/api/sessions/{session_id}/ask", meeting_ai_api.ask, methods=["POST"]),
+        Route(
+            "/api/sessions/{session_id}/documents",
+            meeting_ai_api.create_document,
+            methods=["POST"],
+        ),
+        Route(
+            "/api/sessions/{session_id}/documents/{doc_id}",
+            meeting_ai_api.get_document,
+            methods=["GET"],
+        ),
+        Route("/api/sessions/{session_id}/lines/{seq}", corrections_api.get_line, methods=["GET"]),
+        Route(
+            "/api/sessions/{session_id}/lines/{seq}", corrections_api.revise_line, methods=["PATCH"]
+        ),
         Route("/api/sessions/{session_id}/stream", viewers.sse_stream, methods=["GET"]),
         Route("/api/sessions/{session_id}/speakers", speakers_api.list_speakers, methods=["GET"]),
         Route(
@@ -143,6 +162,32 @@ def routes() -> list[BaseRoute]:
         ),
         Route("/api/transcribe-summary", summary_api.transcribe_summary, methods=["POST"]),
         Route("/api/jobs/{job_id}", summary_api.get_job, methods=["GET"]),
+        Route("/api/tts", tts_api.create_tts, methods=["POST"]),
+        Route("/api/tts/voices", tts_api.list_voices, methods=["GET"]),
+        Route("/api/tts/{audio_id}", tts_api.get_tts, methods=["GET"]),
+        Route("/media/tts/{audio_id}.ogg", tts_api.media, methods=["GET"]),
+        Route("/v1/tts", tts_api.v1_tts, methods=["POST"]),
+        Route("/api/webhooks", webhooks_api.create_webhook, methods=["POST"]),
+        Route("/api/webhooks", webhooks_api.list_webhooks, methods=["GET"]),
+        Route("/api/webhooks/{webhook_id}", webhooks_api.get_webhook, methods=["GET"]),
+        Route("/api/webhooks/{webhook_id}", webhooks_api.delete_webhook, methods=["DELETE"]),
+        Route(
+            "/api/webhooks/{webhook_id}/rotate-secret",
+            webhooks_api.rotate_secret,
+            methods=["POST"],
+        ),
+        Route(
+            "/api/webhooks/{webhook_id}/deliveries",
+            webhooks_api.list_deliveries,
+            methods=["GET"],
+        ),
+        Route(
+            "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            webhooks_api.redeliver,
+            methods=["POST"],
+        ),
+        Route("/api/triggers/session-ended", webhooks_api.trigger_session_ended, methods=["GET"]),
+        Route("/api/triggers/summary-ready", webhooks_api.trigger_summary_ready, methods=["GET"]),
         Route("/api/webrtc", whip.whip_post, methods=["POST"]),
         Route("/api/webrtc/{resource_id}", whip.whip_delete, methods=["DELETE"]),
         Route("/api/webrtc/{resource_id}", whip.whip_patch, methods=["PATCH"]),
@@ -155,6 +200,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/bridges/{bridge_id}", bridges_api.revoke_bridge_key, methods=["DELETE"]),
         Route("/api/jitsi/meetings/{meeting_id}", bridges_api.get_jitsi_meeting, methods=["GET"]),
         Route("/embed/{session_id}", webui.embed_page, methods=["GET"]),
+        Route("/try", webui.try_page, methods=["GET"]),
         Mount("/embed-assets", app=webui.assets(), name="embed-assets"),
     ]
 

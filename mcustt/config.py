@@ -70,6 +70,15 @@ class Settings:
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = 60.0
     openai_context_chars: int = 24_000
+    # Text to speech (issue 16)
+    tts: str = "espeak"
+    #: unset = the engine's own default voice (espeak `en`, openai `alloy`)
+    tts_voice: str | None = None
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    tts_url_ttl_s: int = 7 * 86400
+    tts_max_chars: int = 4000
+    tts_concurrency: int = 2
+    rate_tts: str = "30/minute"
     # Ingest behaviour
     ingest_idle_timeout_s: float = 120.0
     max_utterance_s: float = 15.0
@@ -97,6 +106,15 @@ class Settings:
     job_poll_s: float = 1.0
     retention_days: int = 30
     retention_interval_s: float = 3600.0
+    # Webhooks and outbound fetches (issue 16)
+    #: let webhook/callback/audio URLs reach private, loopback, link-local… addresses
+    allow_private_urls: bool = False
+    webhook_timeout_s: float = 10.0
+    #: the first retry's delay; later ones grow from it (5 s → 5 s, 30 s, 2 min … 8 h)
+    webhook_retry_base_s: float = 5.0
+    webhook_workers: int = 2
+    webhook_poll_s: float = 2.0
+    webhook_max_endpoints: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +161,12 @@ class Settings:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
         if self.jitsi_end_grace_s < 0:
             raise ConfigError("MCUSTT_JITSI_END_GRACE_S must be >= 0")
+        if self.tts_url_ttl_s < 1 or self.tts_max_chars < 1 or self.tts_concurrency < 1:
+            raise ConfigError("MCUSTT_TTS_URL_TTL_S, _MAX_CHARS and _CONCURRENCY must be >= 1")
+        if self.webhook_timeout_s <= 0 or self.webhook_retry_base_s <= 0:
+            raise ConfigError("MCUSTT_WEBHOOK_TIMEOUT_S and _RETRY_BASE_S must be > 0")
+        if self.webhook_workers < 0 or self.webhook_max_endpoints < 1:
+            raise ConfigError("MCUSTT_WEBHOOK_WORKERS must be >= 0, _MAX_ENDPOINTS >= 1")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("MCUSTT_PUBLIC_URL must start with http:// or https://")
         for proxy in self.trusted_proxies:

@@ -4,6 +4,7 @@ Tree (the classes that belong to a seam live next to it)::
 
     MCUSTTError                 carries status_code (REST), code (envelope), close_code (WS)
     ├── BadRequest              400 BAD_REQUEST / WS 1003
+    │   └── UnknownVoice        400 UNKNOWN_VOICE                 (mcustt.tts.base)
     ├── Unauthorized            401 UNAUTHORIZED / WS 1008
     ├── Forbidden               403 FORBIDDEN / WS 1008
     ├── NotFound                404 NOT_FOUND / WS 1008
@@ -20,6 +21,9 @@ Tree (the classes that belong to a seam live next to it)::
     ├── RecognizerError         503 RECOGNIZER_FAILED / WS 1011   (mcustt.recognizers.base)
     ├── SummarizerError         502 SUMMARIZER_FAILED             (mcustt.summarizers.base)
     ├── SummarizerUnavailable   503 SUMMARIZER_UNCONFIGURED       (mcustt.summarizers.base)
+    ├── TTSError                502 TTS_FAILED                    (mcustt.tts.base)
+    ├── TTSUnavailable          503 TTS_UNAVAILABLE (Retry-After) (mcustt.tts.base)
+    ├── SignedUrlExpired        410 SIGNED_URL_EXPIRED            (mcustt.speech)
     └── ConfigError             CONFIG, at start-up and in the CLI (mcustt.config)
         └── SchemaMismatch      SCHEMA_MISMATCH                   (mcustt.store.db)
 

@@ -64,6 +64,16 @@ def speaker_event(speaker_id: str, name: str) -> SpeakerEvent:
     return {"type": "speaker", "speaker": speaker(speaker_id, name)}
 
 
+def revised_event(line: TranscriptLine) -> TranscriptEvent:
+    """A correction of final ``line.seq`` (``line`` as read: its current text): a final's
+    shape plus ``revised: true``, so a viewer replaces that line in place. The fan-out
+    lets it through whatever seq the viewer is at, and it never advances the viewer's
+    seq (see :class:`mcustt.fanout.Follow`)."""
+    event = line_event(line)
+    event["revised"] = True
+    return event
+
+
 def language(code: str) -> LanguageEvent:
     return {"type": "language", "code": code}
 
@@ -103,6 +113,7 @@ class Event:
         "data",
         "is_final",
         "raw",
+        "revised",
         "seq",
         "speaker",
         "type",
@@ -123,6 +134,8 @@ class Event:
         speaker = self.data.get("speaker")
         speaker_id = speaker.get("id") if isinstance(speaker, dict) else None
         self.speaker: str = speaker_id if isinstance(speaker_id, str) else ""
+        #: a correction of a final already sent (issue 16): not a new line, no new seq
+        self.revised = self.data.get("revised") is True
         self._sse: bytes | None = None
         self._ws_message: dict[str, Any] | None = None
         self._sse_message: dict[str, Any] | None = None
@@ -131,7 +144,14 @@ class Event:
     def sse(self) -> bytes:
         if self._sse is None:
             lines = [f"event: {self.type}"]
-            if self.type == "transcript" and self.is_final and self.seq is not None:
+            # A correction carries no id: it must not move the browser's Last-Event-ID
+            # back to an older line (a reconnect would then replay from there).
+            if (
+                self.type == "transcript"
+                and self.is_final
+                and self.seq is not None
+                and not self.revised
+            ):
                 lines.append(f"id: {self.seq}")
             payload = {k: v for k, v in self.data.items() if k != "type"}
             lines.append("data: " + dumps(payload))

@@ -9,6 +9,13 @@ Replay without gap or duplicate: a viewer joins the hub *before* reading persist
 finals, so a final is either in the database read, in the mailbox, or both; the seq
 filter drops the second copy.
 
+Corrections (issue 16) are transcript events with ``revised: true`` and the seq of the
+line they correct. They pass the seq filter whatever the viewer's position, and never
+advance it: the finals' gap-free seq stream is untouched. A replay reads lines with
+their current text, and a viewer resuming at ``lastSeq`` N first gets the corrected
+lines at or below N again as ``revised`` events, so a correction made while it was away
+is not lost either (corrections are rare: that is a short list).
+
 This is the hot path of a node with thousands of viewers. Each viewer has a relay task
 (:func:`relay`) that sends what its mailbox holds, in order. While that relay is idle in
 the live phase, the hub does not wake it: it runs the viewer's send itself, at once
@@ -30,7 +37,7 @@ import structlog
 
 from mcustt.brokers import Broker, load_broker
 from mcustt.config import Settings
-from mcustt.events import Event, dumps, line_event, session_end
+from mcustt.events import Event, dumps, line_event, revised_event, session_end
 from mcustt.store.repo import Repo
 from mcustt.wire import ChannelMessage
 
@@ -335,7 +342,8 @@ class Hub:
 
 
 class Follow:
-    """Replay finals after ``last_seq`` (if given), then live events, each once.
+    """Replay finals after ``last_seq`` (if given; corrected lines at or below it come
+    first, as ``revised`` events), then live events, each once.
 
     The transport's relay drives it: :meth:`start` (the replay, or everything when the
     session already ended), then, each time the mailbox has something, :meth:`take`
@@ -394,9 +402,24 @@ class Follow:
                 return out
             after = lines[-1].seq
 
+    async def _corrections(self, upto: int) -> list[Event | object]:
+        """The lines at or below ``upto`` that were corrected, as ``revised`` events."""
+        out: list[Event | object] = []
+        after = 0
+        while upto > after:
+            lines = await self.repo.corrected_lines(
+                self.viewer.session_id, after=after, upto=upto, limit=REPLAY_BATCH
+            )
+            out += [Event.make(revised_event(line)) for line in lines]
+            if len(lines) < REPLAY_BATCH:
+                return out
+            after = lines[-1].seq
+        return out
+
     async def start(self, last_seq: int | None) -> list[Event | object]:
         out: list[Event | object] = []
         if last_seq is not None:
+            out += await self._corrections(last_seq)
             out += await self._replay(last_seq)
         if await self.session_ended():
             # Finals persisted between the replay and this check are not lost: read again.
@@ -410,7 +433,9 @@ class Follow:
         """After a broker reconnect: the finals missed meanwhile, and ``session-end``
         if the session ended meanwhile (that event is not replayable, only its state)."""
         self.resync = False
-        out = await self._replay(max(self.sent, 0))
+        # Corrections published meanwhile were lost with the connection too.
+        out = await self._corrections(self.sent)
+        out += await self._replay(max(self.sent, 0))
         if await self.session_ended():
             out += await self._replay(max(self.sent, 0))
             out.append(Event.make(session_end()))
@@ -435,8 +460,10 @@ class Follow:
     def admit(self, event: Event) -> bool:
         """Whether a live transcript is new to this viewer (and note it if final)."""
         seq = event.seq
-        if seq is None:
-            return True
+        if seq is None or event.revised:
+            return True  # a correction passes whatever the viewer's seq
+        if seq <= self.sent:
+            return False  # already replayed (or superseded by its final)
         if event.is_final:
             if seq <= self.sent:
                 return False  # already replayed
@@ -468,7 +495,9 @@ class Follow:
             kind = item.type
             if kind.startswith("_"):
                 continue  # node-to-node control
-            if kind == "transcript" and item.seq is not None:
+            if kind == "transcript" and item.seq is not None and not item.revised:
+                if item.seq <= sent:
+                    continue  # already replayed (or superseded by its final)
                 if item.is_final:
                     if item.seq <= sent:
                         continue  # already replayed

@@ -1,4 +1,4 @@
-"""Durable jobs in the database: session summaries and batch summaries.
+"""Durable jobs in the database: session summaries, batch summaries and documents.
 
 A job is claimed by one worker at a time with a lease; the worker renews the lease
 while it runs; a job left ``running`` by a dead process becomes claimable again when
@@ -22,7 +22,7 @@ from mcustt import logs, wire
 from mcustt.bodies import validate
 from mcustt.errors import BadRequest, MCUSTTError
 from mcustt.metrics import Metrics
-from mcustt.store.models import Job, Session
+from mcustt.store.models import Document, Job, Session
 from mcustt.store.repo import Repo
 from mcustt.summarizers import Line, Summarizer, SummarizerError, SummarizerUnavailable
 from mcustt.tokens import random_id
@@ -171,17 +171,60 @@ class JobRunner:
         return job, created
 
     async def enqueue_session_summary(
-        self, session: Session, *, from_seq: int | None = None, to_seq: int | None = None
+        self,
+        session: Session,
+        *,
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        prompt: str | None = None,
     ) -> Job:
-        """Mark the session's summary pending and queue its (re)generation."""
+        """Mark the session's summary pending and queue its (re)generation (``prompt``:
+        the caller's extra instruction, issue 16)."""
         await self.repo.mark_summary_pending(session.id)
+        payload: dict[str, Any] = {"sessionId": session.id, "fromSeq": from_seq, "toSeq": to_seq}
+        if prompt is not None:
+            payload["prompt"] = prompt
         job, _ = await self.enqueue(
             tenant_id=session.tenant_id,
             kind="session_summary",
             session_id=session.id,
-            payload={"sessionId": session.id, "fromSeq": from_seq, "toSeq": to_seq},
+            payload=payload,
         )
         return job
+
+    async def enqueue_document(
+        self,
+        session: Session,
+        *,
+        prompt: str,
+        callback_url: str | None = None,
+        callback_secret: str | None = None,
+    ) -> Document:
+        """A pending document of the session and the ``document`` job that writes it
+        (issue 16), stored together."""
+        now = time.time()
+        doc = Document(
+            id="doc_" + random_id(20),
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            prompt=prompt,
+            callback_url=callback_url,
+            callback_secret=callback_secret,
+            created_at=now,
+            updated_at=now,
+        )
+        job = Job(
+            id="job_" + random_id(20),
+            tenant_id=session.tenant_id,
+            kind="document",
+            session_id=session.id,
+            payload={"docId": doc.id, "sessionId": session.id},
+            created_at=now,
+            updated_at=now,
+        )
+        await self.repo.insert_document(doc, job)
+        self._wake.set()
+        return doc
 
     async def get(self, job_id: str) -> Job | None:
         return await self.repo.get_job(job_id)
@@ -286,12 +329,17 @@ class JobRunner:
         self.metrics.jobs.labels(job.kind, status).inc()
         if job.kind == "session_summary" and status == "failed":
             await self.repo.mark_summary_failed(str(job.payload["sessionId"]), error or "failed")
+        if job.kind == "document" and status == "failed":
+            # Its callback (if any) reports the failure; a no-op if already completed.
+            await self.repo.finish_document(str(job.payload["docId"]), error=error or "failed")
 
     async def _execute(self, job: Job) -> Mapping[str, object]:
         if job.kind == "session_summary":
             return await self._session_summary(job)
         if job.kind == "batch_summary":
             return await run_batch(self.summarizer, job.payload)
+        if job.kind == "document":
+            return await self._document(job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     async def _session_summary(self, job: Job) -> wire.SessionSummaryResult:
@@ -316,7 +364,10 @@ class JobRunner:
             for r in rows
         ]
         lang = session.detected_lang or session.source_lang
-        result = await self.summarizer.summarize(lines, lang=lang)
+        prompt = job.payload.get("prompt")
+        result = await self.summarizer.summarize(
+            lines, lang=lang, prompt=prompt if isinstance(prompt, str) else None
+        )
         doc: wire.SessionSummaryResult = {
             "model": result.model,
             "lang": result.lang,
@@ -333,3 +384,42 @@ class JobRunner:
             to_seq=doc["toSeq"],
         )
         return doc
+
+    async def _document(self, job: Job) -> wire.MeetingDocument:
+        doc = await self.repo.document_by_id(str(job.payload["docId"]))
+        if doc is None:
+            raise SummarizerError("the document no longer exists")
+        if doc.status == "pending":
+            session = await self.repo.get_session(doc.session_id)
+            if session is None:
+                raise SummarizerError("the session no longer exists")
+            rows = await self.repo.lines(doc.session_id)
+            lines = [
+                Line(text=r.text, seq=r.seq, ts=r.ts / 1000, lang=r.lang, speaker=r.speaker)
+                for r in rows
+            ]
+            lang = session.detected_lang or session.source_lang
+            written = await self.summarizer.write_document(lines, doc.prompt, lang=lang)
+            # False: an earlier run of this job (whose lease expired) completed it first.
+            await self.repo.finish_document(doc.id, markdown=written.markdown, model=written.model)
+            doc = await self.repo.document_by_id(doc.id) or doc
+        return document_json(doc)
+
+
+def document_json(doc: Document) -> wire.MeetingDocument:
+    """A document as ``GET /api/sessions/:id/documents/:docId`` shows it."""
+    out: wire.MeetingDocument = {
+        "docId": doc.id,
+        "sessionId": doc.session_id,
+        "status": doc.status,
+        "prompt": doc.prompt,
+        "createdAt": doc.created_at,
+        "updatedAt": doc.updated_at,
+    }
+    if doc.markdown is not None:
+        out["markdown"] = doc.markdown
+    if doc.model:
+        out["model"] = doc.model
+    if doc.error:
+        out["error"] = doc.error
+    return out

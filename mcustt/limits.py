@@ -20,7 +20,7 @@ from mcustt.errors import RateLimited
 #: ``ws_upgrade`` is the budget for opening any stream: ``/ws/stt`` and ``/ws/subscribe``
 #: upgrades, WHIP offers and SSE feeds (one viewer or producer costs a node the same
 #: whichever transport it picked, so one budget, one setting).
-Rule = Literal["create_session", "summarize", "ws_upgrade"]
+Rule = Literal["create_session", "summarize", "ws_upgrade", "tts"]
 
 
 class RateLimiter:
@@ -39,6 +39,8 @@ class RateLimiter:
             "create_session": parse(settings.rate_create_session),
             "summarize": parse(settings.rate_summarize),
             "ws_upgrade": parse(settings.rate_ws_upgrade),
+            # Keyed by tenant id, not address (issue 16).
+            "tts": parse(settings.rate_tts),
         }
 
     async def hit(self, rule: Rule, client_ip: str) -> None:

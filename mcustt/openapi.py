@@ -42,7 +42,8 @@ ERRORS: dict[int, str] = {
     401: "Missing or invalid tenant key, token, owner secret or admin token, or a "
     "credential of a kind this operation does not accept.",
     403: "Admin API disabled (`ADMIN_DISABLED`), or a browser `Origin` outside the "
-    "tenant's allowed origins (`ORIGIN_FORBIDDEN`).",
+    "tenant's allowed origins (`ORIGIN_FORBIDDEN`), or a signed URL that is not valid "
+    "(`SIGNED_URL_INVALID`).",
     404: "Unknown tenant, session or job (another tenant's session is 404 too).",
     405: "Not supported on this resource (see `Allow`).",
     409: "The session has ended (`SESSION_ENDED`), or another producer is connected "
@@ -50,9 +51,12 @@ ERRORS: dict[int, str] = {
     413: "The body is too large.",
     415: "Wrong `Content-Type`.",
     422: "The `Idempotency-Key` was used before with a different body.",
+    410: "A signed URL past its expiry (`SIGNED_URL_EXPIRED`): ask for a new one.",
     429: "Rate-limited, or a tenant cap reached (`SESSION_CAP`). Honour `Retry-After`.",
-    502: "The summarizer failed for good (`SUMMARIZER_FAILED`).",
-    503: "The summarizer is not configured (`SUMMARIZER_UNCONFIGURED`). Honour `Retry-After`.",
+    502: "The summarizer or the text-to-speech engine failed for good "
+    "(`SUMMARIZER_FAILED`, `TTS_FAILED`).",
+    503: "The summarizer is not configured (`SUMMARIZER_UNCONFIGURED`), or text to speech "
+    "cannot run (`TTS_UNAVAILABLE`, e.g. espeak-ng not installed). Honour `Retry-After`.",
 }
 
 RETRY_AFTER: Schema = {
@@ -149,6 +153,18 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "scheme": "bearer",
         "bearerFormat": "JWT",
         "description": "The same ingest token as `Authorization: Bearer` (WHIP clients).",
+    },
+    "tenantKeyQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "api_key",
+        "description": "The tenant API key as `?api_key=` (seed 000's `/v1/tts` only).",
+    },
+    "tenantBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The tenant API key as `Authorization: Bearer` (the webhook and "
+        "trigger endpoints, for automation tools).",
     },
     "ownerSecret": {
         "type": "apiKey",
@@ -496,7 +512,8 @@ def _paths() -> dict[str, Schema]:
                         "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
                     },
                 ],
-                description="Events `ready`, `transcript` (finals carry `id: seq`), "
+                description="Events `ready`, `transcript` (finals carry `id: seq`; a "
+                'correction of a final, `"revised": true`, carries none), '
                 "`language`, `speaker` (a participant was named), `session-end`, `error`; "
                 "a keepalive comment every 15 s.",
                 ok={
@@ -681,8 +698,267 @@ def _paths() -> dict[str, Schema]:
                 ok={200: {"description": "HTML.", "content": {"text/html": {"schema": STR}}}},
             )
         },
+        **_try_paths(),
+        **_corrections_paths(),
+        **_webhooks_paths(),
+        **_tts_paths(),
+        **_meeting_ai_paths(),
         **_speaker_paths(),
         **_bridge_paths(),
+    }
+
+
+# -- corrections (issue 16)
+
+
+def _corrections_paths() -> dict[str, Schema]:
+    seq = {
+        "name": "seq",
+        "in": "path",
+        "required": True,
+        "description": "The line's seq (from a final transcript event or the transcript).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": wire.MAX_SEQ},
+    }
+    return {
+        "/api/sessions/{session_id}/lines/{seq}": {
+            "parameters": [SESSION_ID, seq],
+            "get": _op(
+                "getLine",
+                "One transcript line: its current text, the original and every correction",
+                tag="Transcripts",
+                security=TENANT + READ,
+                ok={200: _json(_ref("LineDetail"), "The line.")},
+                errors=(400, 401, 403, 404),
+            ),
+            "patch": _op(
+                "reviseLine",
+                "Correct a final line (stored as a revision; the original is kept)",
+                tag="Transcripts",
+                security=TENANT + OWNER,
+                body=_body(wire.LineRevisionBody, required=True),
+                description="Live viewers (`/ws/subscribe`, the SSE feed, the embed page) "
+                'get a `transcript` event with the same `seq`, `"revised": true` and the '
+                "new text at once, on every node; exports, replays, summaries and questions "
+                "use the corrected text from then on; the `line.revised` webhook event is "
+                "sent. Works during and after the session. A read token cannot correct "
+                "(401 `WRONG_TOKEN_SCOPE`); an unknown seq is 404 `LINE_NOT_FOUND`.",
+                ok={200: _json(_ref("LineDetail"), "The line, with this correction last.")},
+                errors=(400, 401, 404, 413),
+            ),
+        },
+    }
+
+
+# -- webhooks and triggers (issue 16)
+
+#: The webhook and trigger endpoints take the tenant key in either header.
+TENANT_OR_BEARER: list[Schema] = [{"tenantKey": []}, {"tenantBearer": []}]
+
+
+def _webhooks_paths() -> dict[str, Schema]:
+    tag = "Webhooks"
+    webhook_id = _path_param("webhook_id", "The webhook endpoint id (`wh_…`).")
+    delivery_id = _path_param("delivery_id", "The delivery id (`dlv_…`).")
+    one = (401, 404)
+    return {
+        "/api/webhooks": {
+            "post": _op(
+                "createWebhook",
+                "Register a webhook endpoint",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                body=_body(wire.WebhookCreate, required=True),
+                description="The URL must be `http(s)` and resolve to public addresses only "
+                "(400 `URL_NOT_ALLOWED` otherwise, unless the operator set "
+                "`MCUSTT_ALLOW_PRIVATE_URLS`). The answer carries the signing `secret` "
+                "(`whsec_…`) once. Deliveries follow Standard Webhooks (`webhook-id`, "
+                "`webhook-timestamp`, `webhook-signature`); see `WebhookPayload`.",
+                ok={201: _json(_ref("WebhookCreated"), "The endpoint, with its secret.")},
+                errors=(400, 401, 409, 413, 415),
+                links={
+                    name: {
+                        "operationId": op_id,
+                        "parameters": {"webhook_id": "$response.body#/id"},
+                    }
+                    for name, op_id in (
+                        ("GetWebhook", "getWebhook"),
+                        ("ListWebhookDeliveries", "listWebhookDeliveries"),
+                        ("RotateWebhookSecret", "rotateWebhookSecret"),
+                        ("DeleteWebhook", "deleteWebhook"),
+                    )
+                },
+            ),
+            "get": _op(
+                "listWebhooks",
+                "The tenant's webhook endpoints (no secrets)",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: _json(_ref("WebhookList"), "The endpoints, newest first.")},
+                errors=(401,),
+            ),
+        },
+        "/api/webhooks/{webhook_id}": {
+            "parameters": [webhook_id],
+            "get": _op(
+                "getWebhook",
+                "One webhook endpoint (no secret)",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: _json(_ref("WebhookEndpoint"), "The endpoint.")},
+                errors=one,
+            ),
+            "delete": _op(
+                "deleteWebhook",
+                "Delete a webhook endpoint and its delivery log",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={204: {"description": "Deleted."}},
+                errors=one,
+            ),
+        },
+        "/api/webhooks/{webhook_id}/rotate-secret": {
+            "parameters": [webhook_id],
+            "post": _op(
+                "rotateWebhookSecret",
+                "Replace the signing secret (the old one signs nothing from now on)",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: _json(_ref("WebhookCreated"), "The endpoint, with its new secret.")},
+                errors=one,
+            ),
+        },
+        "/api/webhooks/{webhook_id}/deliveries": {
+            "parameters": [webhook_id],
+            "get": _op(
+                "listWebhookDeliveries",
+                "The endpoint's delivery log (newest first, at most 100)",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: _json(_ref("WebhookDeliveryList"), "The deliveries.")},
+                errors=one,
+            ),
+        },
+        "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
+            "parameters": [webhook_id, delivery_id],
+            "post": _op(
+                "redeliverWebhook",
+                "Send a delivery again (same event, same `webhook-id`)",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={202: _json(_ref("WebhookDeliveryInfo"), "Queued again.")},
+                errors=(401, 404, 409),
+            ),
+        },
+        "/api/triggers/session-ended": {
+            "get": _op(
+                "triggerSessionEnded",
+                "Polling trigger: recently ended sessions",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                description="Newest first, at most 50; `id` is the `session.ended` "
+                "event's id (the deduplication key).",
+                ok={
+                    200: _json(
+                        {"type": "array", "items": _ref("TriggerSessionEnded")},
+                        "The latest ended sessions.",
+                    )
+                },
+                errors=(401,),
+            ),
+        },
+        "/api/triggers/summary-ready": {
+            "get": _op(
+                "triggerSummaryReady",
+                "Polling trigger: recently made summaries",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                description="Newest first, at most 50; `id` is the `summary.ready` "
+                "event's id (the deduplication key); `markdownBody` is the summary as "
+                "Markdown.",
+                ok={
+                    200: _json(
+                        {"type": "array", "items": _ref("TriggerSummaryReady")},
+                        "The latest summaries.",
+                    )
+                },
+                errors=(401,),
+            ),
+        },
+    }
+
+
+# -- meeting AI: ask and documents (issue 16)
+
+
+def _meeting_ai_paths() -> dict[str, Schema]:
+    doc_id = _path_param("doc_id", "The document id (`docId`, `doc_…`).")
+    return {
+        "/api/sessions/{session_id}/ask": {
+            "parameters": [SESSION_ID],
+            "post": _op(
+                "ask",
+                "Ask a question about a meeting (during or after it)",
+                tag="Summaries",
+                security=TENANT + OWNER,
+                body=_body(wire.AskBody, required=True),
+                description="Answered from the transcript so far, with the lines it rests "
+                "on as `citations`. With a language model (`MCUSTT_SUMMARIZER=openai`) the "
+                "answer is written by it; on the embedded engine it quotes the best-matching "
+                'lines (BM25) and says so, with `"extractive": true`; when no line matches, '
+                "the answer says so and `citations` is empty. Rate-limited like `summarize`.",
+                ok={200: _json(_ref("Answer"), "The answer and its citations.")},
+                errors=(400, 401, 404, 413, 429, 502, 503),
+            ),
+        },
+        "/api/sessions/{session_id}/documents": {
+            "parameters": [SESSION_ID],
+            "post": _op(
+                "createDocument",
+                "Write a markdown document from the transcript with a custom prompt",
+                tag="Summaries",
+                security=TENANT + OWNER,
+                body=_body(wire.DocumentBody, required=True),
+                description="Queued as a durable job. Poll the document, or give "
+                "`callbackUrl`: the result (`DocumentCallback`) is POSTed there when done, "
+                "signed like webhooks with the `callbackSecret` of this response and "
+                "retried. Needs a language model: the embedded engine answers 503 "
+                "`SUMMARIZER_UNCONFIGURED`. A `callbackUrl` the address guard refuses is "
+                "400 `URL_NOT_ALLOWED`.",
+                ok={202: _json(_ref("DocumentAccepted"), "Queued; poll the document.")},
+                errors=(400, 401, 404, 413, 429, 503),
+            ),
+        },
+        "/api/sessions/{session_id}/documents/{doc_id}": {
+            "parameters": [SESSION_ID, doc_id],
+            "get": _op(
+                "getDocument",
+                "Poll a document",
+                tag="Summaries",
+                security=TENANT + OWNER,
+                ok={200: _json(_ref("MeetingDocument"), "Pending, ready or failed.")},
+                errors=(401, 404),
+            ),
+        },
+    }
+
+
+# -- try-it page (issue 16)
+
+
+def _try_paths() -> dict[str, Schema]:
+    return {
+        "/try": {
+            "get": _op(
+                "tryPage",
+                "The interactive try-it page",
+                tag="Embed",
+                security=[],
+                description="Paste a tenant key (kept in the page's memory only), create a "
+                "session, send the microphone (WHIP) or a file (`/ws/stt`), watch the "
+                "captions, download the transcript, read the summary, ask, fix a line.",
+                ok={200: {"description": "HTML.", "content": {"text/html": {"schema": STR}}}},
+            )
+        },
     }
 
 
@@ -787,6 +1063,128 @@ def _bridge_paths() -> dict[str, Schema]:
     }
 
 
+# -- text to speech (issue 16)
+
+
+def _tts_paths() -> dict[str, Schema]:
+    tag = "Text to speech"
+    audio_id = _path_param("audio_id", "The audio id (`id`, `tts_…`).")
+    audio = _json(_ref("TtsAudio"), "The stored file and its signed URL.")
+    retry = {"Retry-After": RETRY_AFTER}
+
+    def v1_answer(description: str, **extra: Schema) -> Schema:
+        return {**_json(_ref("V1TtsResponse"), description), **extra}
+
+    v1 = _op(
+        "v1Tts",
+        "Seed 000 compatible text to speech: `{session_id, message_id, text}` in, "
+        "`{audio_url, error}` out",
+        tag=tag,
+        security=[{"tenantKeyQuery": []}],
+        body=_body(wire.V1TtsBody, required=True),
+        description='Every answer is `{"audio_url", "error"}`: 400 `Empty request body`, '
+        "`Invalid JSON`, `Missing session_id, message_id, or text`; 401 `Missing "
+        "authorization`, `Invalid API key`; 415 for `application/x-protobuf` (JSON only); "
+        "502 or 503 `TTS generation failed` when the engine fails or cannot run (seed 000 "
+        "says 500; no answer of ours is a 5xx that reads as a server bug).",
+        ok={200: v1_answer("`audio_url` set, `error` empty.")},
+    )
+    v1["responses"] = {
+        "200": v1_answer("`audio_url` set, `error` empty."),
+        "400": v1_answer("A bad body: `error` says what."),
+        "401": v1_answer("`Missing authorization` or `Invalid API key`."),
+        "413": _error(413),
+        "415": v1_answer("Protobuf is not taken: send JSON."),
+        "429": v1_answer("Rate-limited, per tenant.", headers=retry),
+        "502": v1_answer("`TTS generation failed`: the engine failed."),
+        "503": v1_answer("`TTS generation failed`: the engine cannot run.", headers=retry),
+    }
+    return {
+        "/api/tts": {
+            "post": _op(
+                "createTts",
+                "Speak text: an OGG/Opus file, stored, at a signed URL that expires",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                body=_body(wire.TtsBody, required=True),
+                description="The engine is `MCUSTT_TTS` (espeak-ng embedded, or OpenAI). "
+                "`audioUrl` needs no credential until `expiresAt` (`MCUSTT_TTS_URL_TTL_S`, "
+                "7 days); `GET /api/tts/:id` gives it again. An unknown voice is 400 "
+                "`UNKNOWN_VOICE` naming the voices. Rate-limited per tenant "
+                "(`MCUSTT_RATE_TTS`).",
+                ok={201: {**audio, "headers": {"Location": {"schema": STR, "required": True}}}},
+                errors=(400, 401, 413, 429, 502, 503),
+                links={
+                    "GetTts": {
+                        "operationId": "getTts",
+                        "parameters": {"audio_id": "$response.body#/id"},
+                    }
+                },
+            )
+        },
+        "/api/tts/voices": {
+            "get": _op(
+                "listTtsVoices",
+                "The voices of this server's text-to-speech engine",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: _json(_ref("TtsVoices"), "The engine, its default voice, its voices.")},
+                errors=(401, 503),
+            )
+        },
+        "/api/tts/{audio_id}": {
+            "parameters": [audio_id],
+            "get": _op(
+                "getTts",
+                "One of the tenant's audio files, with its signed URL",
+                tag=tag,
+                security=TENANT_OR_BEARER,
+                ok={200: audio},
+                errors=(401, 404),
+            ),
+        },
+        "/media/tts/{audio_id}.ogg": {
+            "parameters": [
+                audio_id,
+                {
+                    "name": "exp",
+                    "in": "query",
+                    "required": True,
+                    "description": "Expiry, unix seconds (part of the signed URL).",
+                    "schema": STR,
+                },
+                {
+                    "name": "sig",
+                    "in": "query",
+                    "required": True,
+                    "description": "The URL's signature (HMAC-SHA256, base64url).",
+                    "schema": STR,
+                },
+            ],
+            "get": _op(
+                "getTtsAudio",
+                "The audio file of a signed URL (no credential: the URL is one)",
+                tag=tag,
+                security=[],
+                ok={
+                    200: {
+                        "description": "OGG/Opus.",
+                        "headers": {
+                            "Cache-Control": {"schema": STR, "required": True},
+                            "ETag": {"schema": STR, "required": True},
+                        },
+                        "content": {
+                            "audio/ogg": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    }
+                },
+                errors=(403, 404, 410),
+            ),
+        },
+        "/v1/tts": {"post": v1},
+    }
+
+
 WEBSOCKETS: list[Schema] = [
     {
         "path": "/ws/stt",
@@ -804,7 +1202,9 @@ WEBSOCKETS: list[Schema] = [
         "summary": "Read-only event socket",
         "auth": "`?token=SUBSCRIBE_OR_EMBED_TOKEN`; `&lastSeq=N` replays finals after N",
         "send": "nothing (a binary frame closes 1003)",
-        "receive": "`transcript`, `language`, `speaker`, `session-end`",
+        "receive": "`transcript`, `language`, `speaker`, `session-end`; a correction of a "
+        "final is a "
+        '`transcript` with its seq and `"revised": true` (replace that line\'s text)',
         "close": "1000 session ended, 1008 `SLOW_CONSUMER` (reconnect with lastSeq)",
     },
     {
@@ -859,6 +1259,15 @@ def build(public_url: str | None = None) -> dict[str, Any]:
             {"name": "Admin", "description": "Operator-only tenant provisioning."},
             {"name": "Embed", "description": "The caption iframe."},
             {"name": "Jitsi bridge", "description": "Bridge credentials and meetings."},
+            {
+                "name": "Text to speech",
+                "description": "Speech from text, at signed URLs; seed 000's `/v1/tts`.",
+            },
+            {
+                "name": "Webhooks",
+                "description": "Webhook endpoints (Standard Webhooks signatures), their "
+                "delivery log, and polling triggers for automation tools.",
+            },
             {"name": "Operations", "description": "Health, metrics, this document."},
         ],
         "paths": _paths(),

@@ -1,6 +1,7 @@
 """Periodic housekeeping: prune ended sessions after the retention period (§16), and end
 sessions that were abandoned (never streamed to, or left without a producer for longer
-than an ingest token lives) so they stop counting against the tenant's maxSessions."""
+than an ingest token lives) so they stop counting against the tenant's maxSessions, and
+delete text-to-speech audio whose signed URLs have expired."""
 
 from __future__ import annotations
 
@@ -63,6 +64,15 @@ class Retention:
             log.info("pruned ended sessions", count=count)
         return count
 
+    async def prune_tts_audio(self, *, now: float | None = None) -> int:
+        """Delete (a batch of) text-to-speech files past their ``expires_at`` (their
+        signed URLs have expired with them); returns how many went."""
+        now = time.time() if now is None else now
+        count = await self.repo.delete_expired_tts_audio(now=now, limit=PRUNE_BATCH)
+        if count:
+            log.info("pruned expired tts audio", count=count)
+        return count
+
     async def end_abandoned(self, *, now: float | None = None) -> int:
         now = time.time() if now is None else now
         stale = await self.repo.abandoned_sessions(idle_before=now - self.abandon_after_s, now=now)
@@ -76,6 +86,8 @@ class Retention:
             try:
                 await self.end_abandoned()
                 while await self.prune() > 0:
+                    pass
+                while await self.prune_tts_audio() > 0:
                     pass
             except asyncio.CancelledError:
                 raise

@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 
 from mcustt.bridges import BridgeService
 from mcustt.config import Settings
+from mcustt.corrections import Corrections
 from mcustt.fanout import Hub
 from mcustt.jobs import JobRunner
 from mcustt.limits import RateLimiter
@@ -28,12 +29,15 @@ from mcustt.pipeline import PipelineConfig, PipelineRegistry
 from mcustt.recognizers import Recognizer, load_recognizer
 from mcustt.retention import Retention
 from mcustt.sessions import SessionService
+from mcustt.speech import TextToSpeech
 from mcustt.store.db import Database, check_schema
 from mcustt.store.meta import jwt_secret
 from mcustt.store.repo import Repo
 from mcustt.summarizers import Summarizer, load_summarizer
 from mcustt.tokens import TokenIssuer, random_id
+from mcustt.tts import load_synthesizer
 from mcustt.usage import UsageMeter
+from mcustt.webhooks import WebhookService
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +59,12 @@ class AppState:
     jobs: JobRunner
     pipelines: PipelineRegistry
     bridges: BridgeService
+    #: webhook endpoints, their delivery workers, the polling triggers (issue 16)
+    webhooks: WebhookService
+    #: corrections of transcript lines (issue 16)
+    corrections: Corrections
+    #: text to speech: engine, stored audio, signed URLs (issue 16)
+    tts: TextToSpeech
 
     def client_ip(self, conn: HTTPConnection) -> str:
         """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
@@ -71,8 +81,9 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(db.aclose)
         await check_schema(db, migrate_on_start=s.migrate_on_start)
         repo = Repo(db)
+        secret = s.jwt_secret or await jwt_secret(db)
         issuer = TokenIssuer(
-            s.jwt_secret or await jwt_secret(db),
+            secret,
             ingest_ttl_s=s.ingest_token_ttl_s,
             read_ttl_s=s.read_token_ttl_s,
         )
@@ -81,6 +92,11 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(limiter.aclose)
         summarizer = load_summarizer(s)
         stack.push_async_callback(summarizer.aclose)
+        synthesizer = load_synthesizer(s)
+        stack.push_async_callback(synthesizer.aclose)
+        # Optional: an engine that cannot run (espeak-ng missing) answers 503 when asked,
+        # and the rest of the node starts and reports ready all the same.
+        tts = TextToSpeech(repo, synthesizer, s, secret=secret)
         recognizer = load_recognizer(s)
         await recognizer.start()
         stack.push_async_callback(recognizer.aclose)
@@ -139,6 +155,21 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         )
         await stack.enter_async_context(_task(retention.run(), "retention"))
         jobs.start()
+        webhooks = WebhookService(
+            repo,
+            allow_private=s.allow_private_urls,
+            timeout_s=s.webhook_timeout_s,
+            retry_base_s=s.webhook_retry_base_s,
+            workers=s.webhook_workers,
+            poll_s=s.webhook_poll_s,
+            max_endpoints=s.webhook_max_endpoints,
+            node_id=node_id,
+            retention_days=s.retention_days,
+            prune_interval_s=s.retention_interval_s,
+        )
+        # Deliveries cut short are attempted again after their lease, by any node.
+        stack.push_async_callback(webhooks.aclose)
+        webhooks.start()
         yield AppState(
             settings=s,
             node_id=node_id,
@@ -155,6 +186,9 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             jobs=jobs,
             pipelines=pipelines,
             bridges=bridges,
+            webhooks=webhooks,
+            corrections=Corrections(repo, hub.publish),
+            tts=tts,
         )
 
 

@@ -87,6 +87,9 @@ def to_json(
             "startMs": line.start_ms,
             "endMs": line.end_ms,
         }
+        # Lines are read with their current text (store.transcripts.current): say so.
+        if line.revised_text is not None:
+            doc["revised"] = True
         if line.speaker:
             doc["speaker"] = {
                 "id": line.speaker,

@@ -71,7 +71,7 @@ async def summarize(request: Request) -> Response:
     )
     await require_summarizer(state)
     job = await state.jobs.enqueue_session_summary(
-        creds.session, from_seq=window.fromSeq, to_seq=window.toSeq
+        creds.session, from_seq=window.fromSeq, to_seq=window.toSeq, prompt=window.prompt
     )
     accepted: wire.SummarizeAccepted = {
         "status": "pending",

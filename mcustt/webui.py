@@ -4,6 +4,11 @@
 The page is the same for every session; it reads its token from the URL fragment
 (never sent to the server) and talks to the SSE feed. The tenant's allowed origins
 become a ``frame-ancestors`` policy so only their pages can frame it.
+
+``/try`` is the interactive try-it page (``try.html``, ``try.js``, ``try.css`` beside
+it): a tenant key pasted into it stays in the page's memory and drives the public API
+(sessions, WHIP or ``/ws/stt`` ingest, ``/ws/subscribe``, transcript, summary, ask,
+corrections) from the same origin.
 """
 
 from __future__ import annotations
@@ -46,5 +51,31 @@ async def embed_page(request: Request) -> Response:
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+#: The try-it page holds a tenant key, so nothing but its own files may run or load in
+#: it, and no other site may frame it (a framed key form invites clickjacking).
+#: ``connect-src 'self'`` covers the page's own ``ws:``/``wss:`` sockets (CSP 3);
+#: ``media-src blob:`` lets it play back a chosen file. WebRTC is not fetched, so it
+#: needs no directive.
+TRY_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+async def try_page(request: Request) -> Response:
+    return FileResponse(
+        WEB_DIR / "try.html",
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": TRY_CSP,
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
         },
     )

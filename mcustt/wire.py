@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
@@ -61,7 +61,9 @@ class ErrorCode(enum.StrEnum):
     ORIGIN_FORBIDDEN = "ORIGIN_FORBIDDEN"
     # resources and their state
     SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    LINE_NOT_FOUND = "LINE_NOT_FOUND"  # corrections (issue 16)
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
     SESSION_ENDED = "SESSION_ENDED"
     ALREADY_CONNECTED = "ALREADY_CONNECTED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
@@ -79,6 +81,17 @@ class ErrorCode(enum.StrEnum):
     RECOGNIZER_FAILED = "RECOGNIZER_FAILED"
     SUMMARIZER_FAILED = "SUMMARIZER_FAILED"
     SUMMARIZER_UNCONFIGURED = "SUMMARIZER_UNCONFIGURED"
+    # webhooks and outbound fetches (issue 16)
+    URL_NOT_ALLOWED = "URL_NOT_ALLOWED"
+    WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
+    DELIVERY_NOT_FOUND = "DELIVERY_NOT_FOUND"
+    # text to speech (issue 16)
+    TTS_FAILED = "TTS_FAILED"
+    TTS_UNAVAILABLE = "TTS_UNAVAILABLE"
+    UNKNOWN_VOICE = "UNKNOWN_VOICE"
+    TTS_AUDIO_NOT_FOUND = "TTS_AUDIO_NOT_FOUND"
+    SIGNED_URL_INVALID = "SIGNED_URL_INVALID"
+    SIGNED_URL_EXPIRED = "SIGNED_URL_EXPIRED"
     # configuration (CLI and startup, never a response)
     CONFIG = "CONFIG"
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
@@ -132,7 +145,7 @@ class CloseReason(enum.StrEnum):
 SessionStatus = Literal["live", "ended"]
 SummaryStatus = Literal["pending", "ready", "failed"]
 JobStatus = Literal["queued", "running", "ready", "failed"]
-JobKind = Literal["session_summary", "batch_summary"]
+JobKind = Literal["session_summary", "batch_summary", "document"]
 ReadyStatus = Literal["ready", "unready"]
 Want = Literal["summary", "transcript"]
 
@@ -279,6 +292,19 @@ class OwnerSecretBody(Body):
 class SummarizeBody(OwnerSecretBody):
     fromSeq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
     toSeq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+    #: issue 16: an extra instruction for a language-model summarizer
+    prompt: (
+        Annotated[
+            Text,
+            Field(
+                min_length=1,
+                max_length=4000,
+                description="An extra instruction for the summary (what to focus on, a tone). "
+                "A language-model summarizer follows it; the embedded extractive one ignores it.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class Subtitle(Body):
@@ -571,6 +597,10 @@ class TranscriptLine(TypedDict):
     endMs: Annotated[int, Field(description="End in the session's audio, ms.")]
     #: who said it, by the speaker's current name (participant tracks); absent otherwise
     speaker: NotRequired[Speaker]
+    #: issue 16: present (true) when the line was corrected; ``text`` is the correction
+    revised: NotRequired[
+        Annotated[bool, Field(description="True: `text` is a correction (see the line).")]
+    ]
 
 
 class Transcript(TypedDict):
@@ -646,7 +676,8 @@ class Job(TypedDict):
     kind: JobKind
     status: JobStatus
     result: Annotated[
-        SessionSummaryResult | BatchResult | None,
+        # MeetingDocument: a ``document`` job's (issue 16), defined with its feature below
+        SessionSummaryResult | BatchResult | MeetingDocument | None,
         Field(description="Once `ready`: what the job's `kind` produces."),
     ]
     error: str | None
@@ -711,6 +742,9 @@ class TranscriptEvent(TypedDict):
     ts: int
     #: who spoke (participant tracks, issue 14); absent for the mixed producer
     speaker: NotRequired[Speaker]
+    #: issue 16: a correction of the final ``seq`` a viewer already has (replace its
+    #: text in place; it is not a new line and does not advance the seq)
+    revised: NotRequired[bool]
 
 
 class LanguageEvent(TypedDict):
@@ -763,4 +797,412 @@ EVENTS: tuple[type[Any], ...] = (
     ErrorEvent,
     PongEvent,
     SpeakerEvent,
+)
+
+
+# -- webhooks and triggers (issue 16) ------------------------------------------------------
+
+#: What a webhook endpoint may subscribe to, and the ``type`` of every event sent.
+WebhookEventType = Literal[
+    "session.ended",
+    "summary.ready",
+    "summary.failed",
+    "job.finished",
+    "document.ready",
+    "line.revised",
+]
+#: ``pending``: waiting for its (next) attempt; ``delivering``: an attempt is in flight
+#: (under a lease); ``delivered``: a 2xx came back; ``failed``: retries exhausted (or the
+#: endpoint answered 410 Gone).
+WebhookDeliveryStatus = Literal["pending", "delivering", "delivered", "failed"]
+
+
+# -- meeting AI: ask and documents (issue 16) ------------------------------------------------
+
+DocumentStatus = Literal["pending", "ready", "failed"]
+
+
+class AskBody(OwnerSecretBody):
+    question: Annotated[Text, Field(min_length=1, max_length=2000)]
+
+
+class DocumentBody(OwnerSecretBody):
+    prompt: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=4000,
+            description='What to write, e.g. "Summarize key decisions and action items".',
+        ),
+    ]
+    callbackUrl: (
+        Annotated[
+            Text,
+            Field(
+                max_length=2000,
+                pattern=URL_PATTERN,
+                description="Where to POST the result when it is done (signed like webhooks, "
+                "retried); without it, poll the document.",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class Citation(TypedDict):
+    seq: int | None
+    speaker: NotRequired[str]
+    text: str
+
+
+class Answer(TypedDict):
+    answer: str
+    citations: list[Citation]
+    extractive: Annotated[
+        bool,
+        Field(description="True: the answer quotes transcript lines (no language model)."),
+    ]
+    model: str
+
+
+class DocumentAccepted(TypedDict):
+    docId: str
+    status: Literal["pending"]
+    poll: str
+    callbackSecret: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description="With `callbackUrl`: the Standard Webhooks secret (`whsec_…`) "
+                "the callback is signed with; shown once."
+            ),
+        ]
+    ]
+
+
+class MeetingDocument(TypedDict):
+    docId: str
+    sessionId: SessionId
+    status: DocumentStatus
+    prompt: str
+    markdown: NotRequired[str]
+    model: NotRequired[str]
+    error: NotRequired[str]
+    createdAt: Time
+    updatedAt: Time
+
+
+class DocumentCallback(TypedDict):
+    """What is POSTed to a document's ``callbackUrl`` (the neighbour product's shape)."""
+
+    status: Literal["success", "failure"]
+    sessionId: SessionId
+    docId: str
+    documentText: NotRequired[str]
+    model: NotRequired[str]
+    error: NotRequired[str]
+    createdAt: Annotated[str, Field(description="ISO 8601, UTC.")]
+
+
+REQUEST_BODIES += (AskBody, DocumentBody)
+RESPONSES += (Citation, Answer, DocumentAccepted, MeetingDocument, DocumentCallback)
+
+IsoTime = Annotated[str, Field(description="ISO 8601, UTC.")]
+
+
+class WebhookSessionEndedData(TypedDict):
+    """``session.ended``: a session ended (stop, DELETE, daily cap, or abandonment)."""
+
+    sessionId: SessionId
+    title: str | None
+    language: str
+    startAt: IsoTime
+    endAt: IsoTime
+    endReason: str | None
+    audioMs: int
+    lineCount: int
+
+
+class WebhookSummaryReadyData(TypedDict):
+    """``summary.ready``: a session's summary was made (or remade)."""
+
+    sessionId: SessionId
+    sessionTitle: str | None
+    model: str
+    lang: str
+    markdownBody: Annotated[str, Field(description="The summary rendered as Markdown.")]
+    summary: SummaryContent
+    fromSeq: int | None
+    toSeq: int | None
+    createdAt: IsoTime
+
+
+class WebhookSummaryFailedData(TypedDict):
+    """``summary.failed``: making a session's summary failed (a ready one stays)."""
+
+    sessionId: SessionId
+    sessionTitle: str | None
+    error: str
+    createdAt: IsoTime
+
+
+class WebhookJobFinishedData(TypedDict):
+    """``job.finished``: a job other than a session summary finished (poll it for the
+    result)."""
+
+    jobId: str
+    kind: str
+    status: JobStatus
+    sessionId: SessionId | None
+    error: str | None
+    createdAt: IsoTime
+
+
+class WebhookPayload(TypedDict):
+    """The body POSTed to a registered endpoint (the Standard Webhooks shape); ``data``
+    is one of the ``Webhook…Data`` shapes, by ``type``."""
+
+    type: WebhookEventType
+    timestamp: IsoTime
+    data: dict[str, Any]
+
+
+# -- corrections (issue 16) ------------------------------------------------------------------
+
+#: Who made a correction: the tenant's backend (tenant key) or the session's owner
+#: (owner secret). Never the credential itself.
+RevisionAuthor = Literal["tenant", "owner"]
+#: The longest correction of one line.
+MAX_LINE_TEXT = 2000
+
+
+class LineRevisionBody(OwnerSecretBody):
+    """``PATCH /api/sessions/:id/lines/:seq``: the corrected text of one final line."""
+
+    text: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=MAX_LINE_TEXT,
+            pattern=r"\S",
+            description="The corrected text (not blank; surrounding whitespace dropped).",
+        ),
+    ]
+
+
+class LineOriginal(TypedDict):
+    """The final as the recognizer made it (kept whatever the corrections)."""
+
+    text: str
+    lang: str
+    ts: Annotated[int, Field(description="Wall clock of the final, unix milliseconds.")]
+
+
+class LineRevision(TypedDict):
+    revision: Annotated[int, Field(description="1 for the first correction, then 2…")]
+    text: str
+    author: RevisionAuthor
+    createdAt: Time
+
+
+class LineDetail(TypedDict):
+    """One transcript line: its current text, the original and every correction."""
+
+    seq: int
+    text: Annotated[str, Field(description="The current text (the latest correction).")]
+    lang: str
+    ts: Annotated[int, Field(description="Wall clock of the final, unix milliseconds.")]
+    startMs: int
+    endMs: int
+    speaker: NotRequired[str]
+    revision: Annotated[int, Field(description="The current revision (0: never corrected).")]
+    original: LineOriginal
+    revisions: Annotated[list[LineRevision], Field(description="Oldest first.")]
+
+
+class WebhookLineRevisedData(TypedDict):
+    """``line.revised``: a final line of a session was corrected."""
+
+    sessionId: SessionId
+    seq: int
+    text: Annotated[str, Field(description="The corrected text.")]
+    previousText: Annotated[str, Field(description="The text before this correction.")]
+    revision: int
+    author: RevisionAuthor
+    revisedAt: IsoTime
+
+
+REQUEST_BODIES += (LineRevisionBody,)
+RESPONSES += (LineOriginal, LineRevision, LineDetail)
+
+
+# -- text to speech (issue 16) -------------------------------------------------------------
+
+#: The one audio format of every engine: an Ogg container holding Opus.
+TtsFormat = Literal["ogg_opus"]
+#: The longest text any engine takes (OpenAI's speech endpoint takes 4096 characters);
+#: ``MCUSTT_TTS_MAX_CHARS`` may lower it.
+TTS_MAX_TEXT = 4096
+#: A voice name: espeak-ng's (``en``, ``en-us``, ``de``…) or OpenAI's (``alloy``…).
+VOICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+
+
+class TtsBody(Body):
+    """``POST /api/tts``: text to speak."""
+
+    text: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=TTS_MAX_TEXT,
+            pattern=r"\S",
+            description="What to say (not blank; at most `MCUSTT_TTS_MAX_CHARS`, 4000 by default).",
+        ),
+    ]
+    voice: (
+        Annotated[
+            str,
+            Field(
+                pattern=VOICE_PATTERN,
+                max_length=64,
+                description="One of `GET /api/tts/voices` (default: the server's).",
+            ),
+        ]
+        | None
+    ) = None
+    format: Annotated[
+        Literal["ogg_opus", "opus"] | None,
+        Field(description="Only OGG/Opus is made; `opus` is the same."),
+    ] = None
+
+
+class V1TtsBody(Body):
+    """``POST /v1/tts`` (seed 000): JSON in place of its protobuf ``SessionTTSRequest``."""
+
+    session_id: Annotated[Text, Field(min_length=1, max_length=128)]
+    message_id: Annotated[Text, Field(min_length=1, max_length=128)]
+    text: Annotated[Text, Field(min_length=1, max_length=TTS_MAX_TEXT)]
+
+
+class TtsAudio(TypedDict):
+    """A stored OGG/Opus file and its signed URL."""
+
+    id: Annotated[str, Field(description="`tts_` and 16 letters and digits.")]
+    audioUrl: Annotated[
+        str,
+        Field(
+            description="`/media/tts/:id.ogg?exp=…&sig=…`: fetch without credentials until "
+            "`expiresAt` (a capability: share it like the file itself)."
+        ),
+    ]
+    expiresAt: Time
+    voice: str
+    format: TtsFormat
+    bytes: Annotated[int, Field(description="Size of the file.")]
+    createdAt: Time
+
+
+class TtsVoices(TypedDict):
+    engine: Annotated[str, Field(description="`espeak`, `openai`, or a plug-in's name.")]
+    defaultVoice: str
+    voices: list[str]
+
+
+class V1TtsResponse(TypedDict):
+    """``POST /v1/tts`` (seed 000): ``audio_url`` on success, ``error`` on failure."""
+
+    audio_url: Annotated[str, Field(description="Signed OGG/Opus URL; empty on failure.")]
+    error: Annotated[str, Field(description="Empty on success.")]
+
+
+REQUEST_BODIES += (TtsBody, V1TtsBody)
+RESPONSES += (TtsAudio, TtsVoices, V1TtsResponse)
+
+#: The event names, in the order documented.
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEventType)
+
+
+class WebhookCreate(Body):
+    url: Annotated[Text, Field(min_length=1, max_length=2000, pattern=URL_PATTERN)]
+    events: Annotated[list[WebhookEventType], Field(min_length=1, max_length=len(WEBHOOK_EVENTS))]
+
+
+class WebhookEndpoint(TypedDict):
+    id: str
+    url: str
+    events: list[str]
+    disabled: Annotated[bool, Field(description="True after the receiver answered 410 Gone.")]
+    createdAt: Time
+    updatedAt: Time
+
+
+class WebhookCreated(WebhookEndpoint):
+    secret: Annotated[
+        str,
+        Field(description="The Standard Webhooks signing secret (`whsec_…`); shown once."),
+    ]
+
+
+class WebhookList(TypedDict):
+    webhooks: list[WebhookEndpoint]
+
+
+class WebhookDeliveryInfo(TypedDict):
+    id: str
+    eventId: Annotated[str, Field(description="The `webhook-id` header: the same on retries.")]
+    type: str
+    sessionId: SessionId | None
+    status: WebhookDeliveryStatus
+    attempts: int
+    lastStatus: Annotated[int | None, Field(description="The last answer's HTTP status.")]
+    lastError: str | None
+    nextAttemptAt: Time | None
+    createdAt: Time
+    updatedAt: Time
+    deliveredAt: Time | None
+
+
+class WebhookDeliveryList(TypedDict):
+    deliveries: list[WebhookDeliveryInfo]
+
+
+class TriggerSessionEnded(TypedDict):
+    """An item of ``GET /api/triggers/session-ended`` (the neighbour's meeting-ended)."""
+
+    id: Annotated[str, Field(description="The event id (deduplication key).")]
+    sessionId: SessionId
+    title: str | None
+    startAt: IsoTime
+    endAt: IsoTime
+    language: str
+    endReason: str | None
+    audioMs: int
+    lineCount: int
+
+
+class TriggerSummaryReady(TypedDict):
+    """An item of ``GET /api/triggers/summary-ready``."""
+
+    id: Annotated[str, Field(description="The event id (deduplication key).")]
+    sessionId: SessionId
+    sessionTitle: str | None
+    model: str
+    markdownBody: str
+    createdAt: IsoTime
+
+
+REQUEST_BODIES += (WebhookCreate,)
+RESPONSES += (
+    WebhookEndpoint,
+    WebhookCreated,
+    WebhookList,
+    WebhookDeliveryInfo,
+    WebhookDeliveryList,
+    TriggerSessionEnded,
+    TriggerSummaryReady,
+    WebhookPayload,
+    WebhookSessionEndedData,
+    WebhookSummaryReadyData,
+    WebhookSummaryFailedData,
+    WebhookJobFinishedData,
 )

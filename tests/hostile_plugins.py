@@ -31,7 +31,9 @@ class FlakySummarizer(Summarizer):
         self.fail: Literal["internal", "reported"] | None = None
         self.quote = ""
 
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
         if self.fail == "internal":
             raise RuntimeError(INTERNALS)
         if self.fail == "reported":

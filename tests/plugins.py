@@ -30,7 +30,9 @@ def _log(event: str, tag: str) -> None:
 class SlowSummarizer(Summarizer):
     name = "slow"
 
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
         tag = lines[0].text.split()[0] if lines else ""
         _log("start", tag)
         await asyncio.sleep(float(os.environ.get("MCUSTT_TEST_SLOW_S", "0.3")))
@@ -43,5 +45,7 @@ class SlowSummarizer(Summarizer):
 class FailingSummarizer(Summarizer):
     name = "failing"
 
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
         raise SummarizerError("the model refused: quota exhausted")

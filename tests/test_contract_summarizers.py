@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fakes.openai_server import SUMMARY, FakeOpenAI, Reply, running_fake_openai
+from fakes.openai_server import SUMMARY, FakeOpenAI, Reply, meeting_ai, running_fake_openai
 
 from mcustt.config import Settings
 from mcustt.summarizers import Summarizer, load_summarizer
@@ -37,8 +37,9 @@ class TestOpenAISummarizer(RemoteSummarizerContract):
     @pytest.fixture
     async def fake(self) -> AsyncIterator[FakeOpenAI]:
         async with running_fake_openai() as fake:
-            # Every request (a whole transcript, a map or a reduce call) gets a valid reply.
-            fake.responder = lambda _: Reply.json(SUMMARY)
+            # Every request (a whole transcript, a map or a reduce call; a summary, an
+            # answer or a document) gets a valid reply of the shape it asks for.
+            fake.responder = meeting_ai
             yield fake
 
     def settings(self, fake: FakeOpenAI, **overrides: Any) -> Settings:
@@ -67,6 +68,10 @@ class TestOpenAISummarizer(RemoteSummarizerContract):
         fake.responder = lambda _: Reply.fail(401, "Incorrect API key provided")
         async for summarizer in _built(self.settings(fake), OpenAISummarizer):
             yield summarizer
+
+    async def test_only_a_language_model_writes_documents(self, summarizer: Summarizer) -> None:
+        assert summarizer.writes_documents
+        assert not ExtractiveSummarizer.writes_documents
 
     async def test_the_contract_runs_against_the_fake(
         self, fake: FakeOpenAI, summarizer: Summarizer

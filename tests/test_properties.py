@@ -406,9 +406,11 @@ BODY_ROUTES = (
     ("POST", "/api/sessions/{sid}/embed-token"),
     ("POST", "/api/sessions/{sid}/ingest-token"),
     ("POST", "/api/sessions/{sid}/summarize"),
+    ("PATCH", "/api/sessions/{sid}/lines/1"),
     ("DELETE", "/api/sessions/{sid}"),
     ("POST", "/api/transcribe-summary"),
     ("POST", "/api/webrtc"),
+    ("POST", "/api/tts"),
 )
 
 
@@ -476,6 +478,15 @@ def _route(world: World, template: str) -> str:
     False,
     "application/json",
 )
+@example(
+    ("PATCH", "/api/sessions/{sid}/lines/1"),
+    "tenant",
+    {"text": "a\ud800b"},
+    None,
+    "utf-8",
+    False,
+    "application/json",
+)
 @fuzz(40)
 @given(
     route=st.sampled_from(BODY_ROUTES),
@@ -529,6 +540,8 @@ ID_ROUTES = (
     ("GET", "/api/sessions/{id}/transcript"),
     ("GET", "/api/sessions/{id}/summary"),
     ("POST", "/api/sessions/{id}/summarize"),
+    ("GET", "/api/sessions/{id}/lines/1"),
+    ("PATCH", "/api/sessions/{id}/lines/1"),
     ("GET", "/api/sessions/{id}/stream"),
     ("GET", "/embed/{id}"),
     ("GET", "/embed-assets/{id}"),
@@ -539,6 +552,8 @@ ID_ROUTES = (
     ("POST", "/api/admin/tenants/{id}/rotate-key"),
     ("DELETE", "/api/webrtc/{id}"),
     ("PATCH", "/api/webrtc/{id}"),
+    ("GET", "/api/tts/{id}"),
+    ("GET", "/media/tts/{id}.ogg"),
 )
 #: Ids already percent-encoded (sent as they are), beside any text (encoded here).
 RAW_IDS = st.sampled_from(

@@ -91,7 +91,14 @@ def test_mcustt_and_its_files_come_from_the_wheel(venv: Path, tmp_path: Path) ->
     package, web, migrations = (Path(p) for p in json.loads(where))
     for path in (package, web, migrations):
         assert path.resolve().is_relative_to(venv.resolve()), path
-    assert {p.name for p in web.iterdir()} >= {"index.html", "embed.js", "embed.css"}
+    assert {p.name for p in web.iterdir()} >= {
+        "index.html",
+        "embed.js",
+        "embed.css",
+        "try.html",
+        "try.js",
+        "try.css",
+    }
     assert (migrations / "env.py").is_file() and any((migrations / "versions").glob("*.py"))
 
 
@@ -155,6 +162,10 @@ def test_installed_wheel_migrates_and_serves(served: tuple[str, subprocess.Popen
             r = c.get(asset)
             assert r.status_code == 200, asset
             assert r.text == (ROOT / "web" / "embed" / Path(asset).name).read_text()
+        # The try-it page ships too (issue 16).
+        page = c.get("/try")
+        assert page.status_code == 200
+        assert page.text == (ROOT / "web" / "embed" / "try.html").read_text()
         assert c.get(next(a for a in assets if a.endswith(".js"))).headers["content-type"].split(
             ";"
         )[0] in ("text/javascript", "application/javascript")

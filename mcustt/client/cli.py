@@ -153,6 +153,9 @@ class Captions:
             self.live.console.print(
                 f"[dim]{event.seq or 0:>4}[/]{lang} [bold]{escape(who)}[/]{escape(event.text)}"
             )
+        elif event.is_revised:
+            # A printed line cannot be edited: the correction is printed under its seq.
+            self.live.console.print(f"[dim]{event.seq or 0:>4} corrected:[/] {escape(event.text)}")
         elif event.is_transcript:
             key, who = self._speaker(event)
             self.interims[key] = who + event.text

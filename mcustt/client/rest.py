@@ -342,6 +342,24 @@ class Client:
         )
         return cast(wire.Speaker, doc)
 
+    # -- corrections (issue 16) --
+
+    async def line(self, session_id: str, seq: int, *, token: str | None = None) -> wire.LineDetail:
+        """One transcript line: its current text, the original and every correction."""
+        headers, _ = self._session_auth(token=token)
+        doc = await self._json("GET", f"/api/sessions/{session_id}/lines/{seq}", headers=headers)
+        return cast(wire.LineDetail, doc)
+
+    async def revise_line(
+        self, session_id: str, seq: int, text: str, *, owner_secret: str | None = None
+    ) -> wire.LineDetail:
+        """Correct final ``seq``: viewers get it live, exports and summaries use it."""
+        headers, body = self._session_auth(owner_secret=owner_secret)
+        path = f"/api/sessions/{session_id}/lines/{seq}"
+        payload: dict[str, Any] = {**(body or {}), "text": text}
+        doc = await self._json("PATCH", path, headers=headers, json_body=payload)
+        return cast(wire.LineDetail, doc)
+
     # -- batch --
 
     async def transcribe_summary(

@@ -43,7 +43,13 @@ class Event:
 
     @property
     def is_final(self) -> bool:
-        return self.is_transcript and bool(self.data.get("isFinal"))
+        """A new final line (a correction of one is :attr:`is_revised` instead)."""
+        return self.is_transcript and bool(self.data.get("isFinal")) and not self.is_revised
+
+    @property
+    def is_revised(self) -> bool:
+        """A correction of the final :attr:`seq` already yielded: replace its text."""
+        return self.is_transcript and self.data.get("revised") is True
 
     @property
     def text(self) -> str:

@@ -25,7 +25,9 @@ class Viewer:
 
     ``async for event in client.viewer(session_id): ...`` ends after ``session-end``.
     Finals are yielded once each, in seq order: a reconnect asks for ``lastSeq`` (the
-    last final seen) and anything at or below it is dropped.
+    last final seen) and anything at or below it is dropped. A correction of a final
+    already yielded comes as an event with :attr:`~Event.is_revised` (same ``seq``, the
+    new ``text``); a resumed viewer also gets the corrections it missed that way.
     """
 
     client: SessionAPI
@@ -89,6 +91,7 @@ class Viewer:
                     event = Event(json.loads(raw))
                     if (
                         event.is_transcript
+                        and not event.is_revised
                         and event.seq is not None
                         and self.last_seq is not None
                         and event.seq <= self.last_seq

@@ -17,9 +17,31 @@ from typing import Literal
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mcustt import wire
 from mcustt.store.db import Database
 from mcustt.store.models import Job
+from mcustt.store.webhooks import iso, record_event
+
+
+async def _record_job_finished(s: AsyncSession, job_id: str) -> None:
+    """The ``job.finished`` webhook event (issue 16), in the completing transaction; a
+    session summary reports ``summary.ready``/``summary.failed`` instead."""
+    job = await s.get(Job, job_id, populate_existing=True)
+    if job is None or job.kind == "session_summary":
+        return
+    data: wire.WebhookJobFinishedData = {
+        "jobId": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "sessionId": job.session_id,
+        "error": job.error,
+        "createdAt": iso(job.updated_at),
+    }
+    await record_event(
+        s, tenant_id=job.tenant_id, event="job.finished", session_id=job.session_id, data=data
+    )
 
 
 class JobQueries:
@@ -125,8 +147,11 @@ class JobQueries:
                     updated_at=time.time(),
                 )
             )
+            finished = done.rowcount == 1
+            if finished:
+                await _record_job_finished(s, job_id)
             await s.commit()
-            return bool(done.rowcount == 1)
+            return bool(finished)
 
     async def requeue_job(self, job_id: str, owner: str, *, run_after: float) -> bool:
         """Put the job back in the queue, due at ``run_after``, if ``owner`` holds it."""

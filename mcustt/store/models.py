@@ -14,7 +14,15 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
 
-from mcustt.wire import JobKind, JobStatus, SessionStatus, SummaryStatus
+from mcustt.wire import (
+    DocumentStatus,
+    JobKind,
+    JobStatus,
+    RevisionAuthor,
+    SessionStatus,
+    SummaryStatus,
+    WebhookDeliveryStatus,
+)
 
 
 class Meta(SQLModel, table=True):
@@ -83,6 +91,9 @@ class TranscriptLine(SQLModel, table=True):
     start_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     end_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     speaker: str | None = Field(default=None, max_length=64)
+    #: issue 16: the latest correction's text (NULL: never corrected). ``text`` keeps the
+    #: recognizer's final untouched; see :mod:`mcustt.store.revisions`.
+    revised_text: str | None = None
 
 
 class Summary(SQLModel, table=True):
@@ -195,5 +206,141 @@ class JitsiSession(SQLModel, table=True):
     jitsi_session_id: str = Field(primary_key=True, max_length=200)
     session_id: str = Field(foreign_key="sessions.id", max_length=16, index=True)
     lease_until: float | None = None
+    created_at: float
+    updated_at: float
+
+
+# -- webhooks and triggers (issue 16) ------------------------------------------------------
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A tenant's registered receiver. ``secret`` is the Standard Webhooks ``whsec_``
+    secret itself, not a hash: every delivery is signed with it (HMAC needs the key), so
+    it is stored usable; it is shown once, on create and rotate, and never logged."""
+
+    __tablename__ = "webhook_endpoints"
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    secret: str = Field(max_length=100)
+    #: set when the receiver answered 410 Gone: nothing more is sent to it.
+    disabled: bool = False
+    created_at: float
+    updated_at: float
+
+
+class WebhookEvent(SQLModel, table=True):
+    """The outbox: one row per event, written in the transaction of the change it reports.
+    Its id (``evt_…``) is the ``webhook-id`` of every delivery of it (the receivers'
+    dedup key) and the stable ``id`` of the polling triggers."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_tenant_type", "tenant_id", "type", "created_at"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32)
+    type: str = Field(max_length=32)
+    session_id: str | None = Field(default=None, max_length=16)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    #: recorded for a one-off callback only: not fanned out, not in the triggers.
+    callback_only: bool = False
+    created_at: float
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one receiver: a registered endpoint (``endpoint_id``), or a one-off
+    callback whose ``url`` and ``secret`` the caller gave (``endpoint_id`` NULL).
+
+    ``seq`` (autoincrement) orders the deliveries of an endpoint's session; the public
+    id is ``id``. A claim takes the row under a lease (``lease_owner``/``lease_until``)
+    like a job; the outcome is written fenced on the owner."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_claim", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "seq"),
+    )
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32)
+    event_id: str = Field(foreign_key="webhook_events.id", max_length=40, index=True)
+    endpoint_id: str | None = Field(default=None, foreign_key="webhook_endpoints.id", max_length=40)
+    #: a callback's own receiver; NULL for an endpoint's delivery (it reads the endpoint's).
+    url: str | None = Field(default=None, max_length=2000)
+    secret: str | None = Field(default=None, max_length=100)
+    session_id: str | None = Field(default=None, max_length=16)
+    status: WebhookDeliveryStatus = Field(
+        default="pending", max_length=16, sa_type=AutoString(length=16)
+    )
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None = None
+
+
+class TTSAudio(SQLModel, table=True):
+    """A text-to-speech result (issue 16): the OGG/Opus file itself, so any node serves
+    its signed URL. Deleted once ``expires_at`` passes (retention, or lazily when asked)."""
+
+    __tablename__ = "tts_audio"
+    id: str = Field(primary_key=True, max_length=24)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
+    #: the seed-000 ``/v1/tts`` caller's own ids (free text, not our sessions)
+    session_id: str | None = Field(default=None, max_length=128)
+    message_id: str | None = Field(default=None, max_length=128)
+    voice: str = Field(max_length=64)
+    format: str = Field(max_length=16)
+    audio: bytes
+    size: int
+    created_at: float
+    expires_at: float = Field(index=True)
+
+
+# -- corrections (issue 16) ------------------------------------------------------------------
+
+
+class LineRevision(SQLModel, table=True):
+    """One correction of a final line (revision 1, 2…; the original is the line's own
+    ``text``). ``author`` is who corrected it ("tenant" or "owner"), never a secret."""
+
+    __tablename__ = "line_revisions"
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq", "revision", name="uq_line_revisions_seq_revision"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(foreign_key="sessions.id", max_length=16)
+    seq: int
+    revision: int
+    text: str
+    author: RevisionAuthor = Field(max_length=16, sa_type=AutoString(length=16))
+    created_at: float
+
+
+# -- meeting AI: documents (issue 16) ----------------------------------------------------------
+
+
+class Document(SQLModel, table=True):
+    """A markdown document written from a session's transcript to a tenant's prompt; a
+    ``document`` job fills it in. ``callback_secret`` signs the POST to ``callback_url``
+    (kept in the clear: an HMAC key must be, like webhook endpoints' secrets)."""
+
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_session", "session_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32)
+    session_id: str = Field(foreign_key="sessions.id", max_length=16)
+    prompt: str
+    callback_url: str | None = Field(default=None, max_length=2000)
+    callback_secret: str | None = Field(default=None, max_length=100)
+    status: DocumentStatus = Field(default="pending", max_length=16, sa_type=AutoString(length=16))
+    markdown: str | None = None
+    model: str | None = Field(default=None, max_length=100)
+    error: str | None = None
     created_at: float
     updated_at: float

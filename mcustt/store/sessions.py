@@ -19,8 +19,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mcustt.store.db import Database
 from mcustt.store.models import (
+    Document,
     JitsiSession,
     Job,
+    LineRevision,
     ProducerTrack,
     Session,
     SpeakerName,
@@ -28,6 +30,7 @@ from mcustt.store.models import (
     Tenant,
     TranscriptLine,
 )
+from mcustt.store.webhooks import record_event, session_ended_data
 
 
 async def _lock_tenant(s: AsyncSession, tenant_id: str) -> None:
@@ -67,6 +70,25 @@ async def active_producers(
         )
     tracks = await s.scalar(tracks_query)
     return int(mixed or 0) + int(tracks or 0)
+
+
+async def _record_session_ended(s: AsyncSession, session_id: str) -> None:
+    """The ``session.ended`` webhook event, in the transaction that ends the session."""
+    session = await s.get(Session, session_id, populate_existing=True)
+    if session is None:
+        return
+    count = await s.scalar(
+        select(func.count())
+        .select_from(TranscriptLine)
+        .where(TranscriptLine.session_id == session_id)
+    )
+    await record_event(
+        s,
+        tenant_id=session.tenant_id,
+        event="session.ended",
+        session_id=session_id,
+        data=session_ended_data(session, int(count or 0)),
+    )
 
 
 @dataclass(frozen=True)
@@ -245,8 +267,11 @@ class SessionQueries:
                     ingest_jti=None,
                 )
             )
+            ended = result.rowcount == 1
+            if ended:
+                await _record_session_ended(s, session_id)
             await s.commit()
-            return bool(result.rowcount == 1)
+            return bool(ended)
 
     async def session_snapshot(self, session_id: str) -> SessionSnapshot | None:
         async with self.db.session() as s:
@@ -297,6 +322,7 @@ class SessionQueries:
             ids = list(rows.all())
             if not ids:
                 return 0
+            await s.exec(delete(LineRevision).where(col(LineRevision.session_id).in_(ids)))
             await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))
             await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))
             await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))
@@ -304,6 +330,7 @@ class SessionQueries:
             await s.exec(delete(SpeakerName).where(col(SpeakerName.session_id).in_(ids)))
             # a Jitsi meeting's mapping goes with its session (connecting again maps anew)
             await s.exec(delete(JitsiSession).where(col(JitsiSession.session_id).in_(ids)))
+            await s.exec(delete(Document).where(col(Document.session_id).in_(ids)))
             await s.exec(delete(Session).where(col(Session.id).in_(ids)))
             await s.commit()
         return len(ids)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+from mcustt import wire
 from mcustt.store.db import Database
-from mcustt.store.models import Summary
+from mcustt.store.models import Session, Summary
+from mcustt.store.webhooks import iso, record_event, summary_ready_data
 from mcustt.wire import SummaryContent
 
 
@@ -57,6 +59,15 @@ class SummaryQueries:
             summary.to_seq = to_seq
             summary.updated_at = time.time()
             s.add(summary)
+            session = await s.get(Session, session_id)
+            if session is not None:  # webhooks (issue 16): stored with the summary
+                await record_event(
+                    s,
+                    tenant_id=session.tenant_id,
+                    event="summary.ready",
+                    session_id=session_id,
+                    data=summary_ready_data(session, summary),
+                )
             await s.commit()
 
     async def mark_summary_failed(self, session_id: str, error: str) -> None:
@@ -76,4 +87,19 @@ class SummaryQueries:
                 summary.error = error
                 summary.updated_at = time.time()
             s.add(summary)
+            session = await s.get(Session, session_id)
+            if session is not None:  # webhooks (issue 16): even when a ready one stays
+                failed: wire.WebhookSummaryFailedData = {
+                    "sessionId": session_id,
+                    "sessionTitle": session.title,
+                    "error": error,
+                    "createdAt": iso(time.time()),
+                }
+                await record_event(
+                    s,
+                    tenant_id=session.tenant_id,
+                    event="summary.failed",
+                    session_id=session_id,
+                    data=failed,
+                )
             await s.commit()

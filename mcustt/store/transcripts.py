@@ -1,4 +1,9 @@
-"""Transcript lines: appended in seq order (gap-free per session), read back in order."""
+"""Transcript lines: appended in seq order (gap-free per session), read back in order.
+
+Lines are read back as readers see them: a corrected line's ``text`` is its latest
+correction (see :func:`current` and :mod:`mcustt.store.revisions`), so exports, replays,
+summaries and questions all use the corrected transcript.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,20 @@ from sqlmodel import col, select
 
 from mcustt.store.db import Database
 from mcustt.store.models import Session, TranscriptLine
+
+
+def current(line: TranscriptLine) -> TranscriptLine:
+    """The line as readers see it: ``text`` is its latest correction, if it has one.
+
+    A corrected line is returned as a copy that belongs to no database session (its
+    ``revised_text`` still set, so a reader can tell), never as the stored row with
+    ``text`` overwritten: nothing can flush the copy over the original.
+    """
+    if line.revised_text is None:
+        return line
+    fields = {name: getattr(line, name) for name in TranscriptLine.model_fields}
+    fields["text"] = line.revised_text
+    return TranscriptLine(**fields)
 
 
 class TranscriptQueries:
@@ -84,7 +103,7 @@ class TranscriptQueries:
                 .order_by(col(TranscriptLine.seq))
                 .limit(limit)
             )
-            return list(rows.all())
+            return [current(line) for line in rows.all()]
 
     async def lines(
         self, session_id: str, *, from_seq: int | None = None, to_seq: int | None = None
@@ -97,4 +116,4 @@ class TranscriptQueries:
             query = query.where(TranscriptLine.seq <= to_seq)
         async with self.db.session() as s:
             rows = await s.exec(query.order_by(col(TranscriptLine.seq)))
-            return list(rows.all())
+            return [current(line) for line in rows.all()]

@@ -6,6 +6,9 @@ from mcustt.config import Settings
 from mcustt.importer import resolve
 from mcustt.summarizers.base import (
     ActionItem,
+    Answer,
+    Citation,
+    Document,
     Line,
     Summarizer,
     SummarizerError,
@@ -22,6 +25,9 @@ SUMMARIZERS = {
 __all__ = [
     "SUMMARIZERS",
     "ActionItem",
+    "Answer",
+    "Citation",
+    "Document",
     "Line",
     "Summarizer",
     "SummarizerError",

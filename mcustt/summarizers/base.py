@@ -1,4 +1,7 @@
-"""The summarizer seam: a transcript in, ``{tldr, decisions, actionItems, qa}`` out."""
+"""The summarizer seam: a transcript in, ``{tldr, decisions, actionItems, qa}`` out; and
+the other meeting AI on the same engine: answers to a question about a meeting
+(:meth:`Summarizer.ask`) and documents written to a custom prompt
+(:meth:`Summarizer.write_document`)."""
 
 from __future__ import annotations
 
@@ -68,6 +71,51 @@ class SummaryResult:
     lang: str
 
 
+@dataclass(frozen=True)
+class Citation:
+    """A transcript line an answer rests on."""
+
+    seq: int | None
+    text: str
+    speaker: str | None = None
+
+    def to_json(self) -> wire.Citation:
+        doc: wire.Citation = {"seq": self.seq, "text": self.text}
+        if self.speaker:
+            doc["speaker"] = self.speaker
+        return doc
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer to a question about a meeting.
+
+    ``extractive``: the answer quotes the transcript's lines instead of being written by a
+    language model (the embedded engine), so a client can present it as such.
+    """
+
+    answer: str
+    citations: list[Citation]
+    extractive: bool
+    model: str
+
+    def to_json(self) -> wire.Answer:
+        return {
+            "answer": self.answer,
+            "citations": [c.to_json() for c in self.citations],
+            "extractive": self.extractive,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class Document:
+    """A markdown document written from a transcript to a caller's prompt."""
+
+    markdown: str
+    model: str
+
+
 class Summarizer(ABC):
     """Summarizes transcripts; one instance serves every job and request of a node, so
     :meth:`summarize` may run concurrently. :mod:`mcustt.testing.summarizer` checks an
@@ -75,6 +123,9 @@ class Summarizer(ABC):
 
     #: the registry name (``MCUSTT_SUMMARIZER``)
     name: ClassVar[str]
+    #: whether :meth:`write_document` can work (a language model behind it): without it
+    #: ``POST …/documents`` answers 503 at once instead of queueing a job that must fail
+    writes_documents: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -90,13 +141,47 @@ class Summarizer(ABC):
         """Release clients at shutdown (safe to call again)."""
 
     @abstractmethod
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
         """Summarize a transcript.
 
         Must not block the event loop (CPU work in a thread). An empty transcript gives
-        an empty summary, not an error.
+        an empty summary, not an error. ``prompt`` is the caller's extra instruction (what
+        to focus on, a tone); an engine that cannot follow instructions ignores it.
 
         Raises:
             SummarizerError: permanent failure, with a reason fit for the ``failed`` status.
             SummarizerUnavailable: the summarizer is not configured.
         """
+
+    async def ask(self, lines: Sequence[Line], question: str, *, lang: str) -> Answer:
+        """Answer ``question`` from the transcript, citing the lines the answer rests on
+        (each citation one of ``lines``, with its ``seq``, speaker and text).
+
+        A transcript that does not answer it gives an answer saying so and no citations,
+        not an error. The default: this engine cannot answer questions.
+
+        Raises:
+            SummarizerError: permanent failure of the engine's service.
+            SummarizerUnavailable: not configured, or the engine cannot answer questions.
+        """
+        raise SummarizerUnavailable(
+            f"the {self.name} summarizer cannot answer questions about a meeting"
+        )
+
+    async def write_document(self, lines: Sequence[Line], prompt: str, *, lang: str) -> Document:
+        """A markdown document written from the transcript as ``prompt`` asks.
+
+        The default: this engine cannot write documents (only a language model can, so an
+        engine without one says so rather than returning something that is not what was
+        asked for).
+
+        Raises:
+            SummarizerError: permanent failure of the engine's service.
+            SummarizerUnavailable: not configured, or the engine cannot write documents.
+        """
+        raise SummarizerUnavailable(
+            f"the {self.name} summarizer cannot write documents; configure a language "
+            "model (MCUSTT_SUMMARIZER=openai)"
+        )

@@ -10,6 +10,11 @@ decisions, Q/A and "I'll ..." items but loses "Priya will ..." owners.
 
 Cost is linear in the transcript: the sentence graph is never materialised (see
 :func:`_rank`), so a one-hour meeting (~9,000 words) takes about 0.1 s of CPU.
+
+Questions (:meth:`ExtractiveSummarizer.ask`) are answered by retrieval, not generation:
+the lines ranked by BM25 against the question (speaker names count as words of their
+lines), quoted as they are and marked ``extractive``. A custom summary ``prompt`` is
+ignored (there is no model to follow it), and documents are refused as unconfigured.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ import structlog
 
 from mcustt.summarizers.base import (
     ActionItem,
+    Answer,
+    Citation,
     Line,
     Summarizer,
     SummaryContent,
     SummaryResult,
 )
+from mcustt.summarizers.bm25 import BM25
 
 log = structlog.get_logger(__name__)
 
@@ -248,7 +256,12 @@ class ExtractiveSummarizer(Summarizer):
     def model(self) -> str:
         return MODEL
 
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
+        # ``prompt`` is ignored: cue rules and a sentence ranking cannot follow an
+        # instruction (the README says so; a 400 would break clients that send one to
+        # whichever engine the operator runs).
         # A snapshot: the caller may keep appending to a live transcript meanwhile.
         snapshot = list(lines)
         started = time.perf_counter()
@@ -262,6 +275,51 @@ class ExtractiveSummarizer(Summarizer):
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return SummaryResult(content=content, model=MODEL, lang=lang)
+
+    async def ask(self, lines: Sequence[Line], question: str, *, lang: str) -> Answer:
+        snapshot = list(lines)
+        citations = await asyncio.to_thread(relevant_lines, snapshot, question)
+        if not citations:
+            return Answer(answer=NO_ANSWER, citations=[], extractive=True, model=MODEL)
+        quoted = "\n".join(f"{c.speaker}: {c.text}" if c.speaker else c.text for c in citations)
+        return Answer(
+            answer=f"{QUOTE_INTRO}\n{quoted}", citations=citations, extractive=True, model=MODEL
+        )
+
+
+#: What an extractive answer says of itself: a quotation, not a reply.
+QUOTE_INTRO = (
+    "No language model is configured, so this quotes the transcript lines most relevant "
+    "to the question:"
+)
+NO_ANSWER = "No line of the transcript answers this question."
+#: lines quoted at most, and how close to the best line's score another must come
+MAX_CITATIONS = 3
+RELATIVE_SCORE = 0.5
+
+
+def relevant_lines(lines: Sequence[Line], question: str) -> list[Citation]:
+    """The lines that best match ``question`` (BM25), in transcript order; none when no
+    line shares a content word with it (CPU only: callers on the loop use a thread)."""
+    query = _terms(question)
+    kept = [line for line in lines if line.text.strip()]
+    if not query or not kept:
+        return []
+    docs = [_terms(f"{line.text} {line.speaker or ''}") for line in kept]
+    scores = BM25(docs).scores(query)
+    best = max(scores)
+    if best <= 0.0:
+        return []
+    ranked = sorted(range(len(kept)), key=lambda i: -scores[i])
+    picked = [i for i in ranked[:MAX_CITATIONS] if scores[i] >= best * RELATIVE_SCORE]
+    return [
+        Citation(
+            seq=kept[i].seq,
+            text=_SPACE.sub(" ", kept[i].text).strip(),
+            speaker=(kept[i].speaker or "").strip() or None,
+        )
+        for i in sorted(picked)
+    ]
 
 
 def summarize_lines(lines: Sequence[Line]) -> SummaryContent:

@@ -15,6 +15,13 @@ What can go wrong, and what happens:
 
 Transcripts longer than ``MCUSTT_OPENAI_CONTEXT_CHARS`` are summarized map-reduce: each
 chunk to the same schema, then the partial summaries merged by one more call.
+
+Questions (:meth:`OpenAISummarizer.ask`) and documents
+(:meth:`OpenAISummarizer.write_document`) use the same client, retry rules and
+structured outputs: an answer is ``{answer, citations: [line number]}`` over a transcript
+whose lines carry their ``seq``; a document is ``{markdown}``. A long meeting is mapped
+chunk by chunk (a partial answer with its cited lines, or notes for the document) and
+the parts are then combined by one more call.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import structlog
@@ -37,6 +44,9 @@ from openai.types.shared_params import ResponseFormatJSONSchema
 from mcustt.config import Settings
 from mcustt.summarizers.base import (
     ActionItem,
+    Answer,
+    Citation,
+    Document,
     Line,
     Summarizer,
     SummarizerError,
@@ -46,6 +56,8 @@ from mcustt.summarizers.base import (
 )
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 #: Strict structured outputs need every property required and no extra properties;
 #: "no owner" is therefore ``null``, not an absent key.
@@ -114,11 +126,102 @@ _MERGE = (
     "keep the latest version when a later part revises an earlier one)."
 )
 
+#: Added to the summary instructions when the caller sends a ``prompt``.
+_SUMMARY_PROMPT = """
+
+The reader also asks for this; follow it where the transcript allows, still replying \
+with the JSON object only:
+{prompt}\
+"""
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "answer": {"type": "string", "description": "The answer, from the transcript only."},
+        "citations": {
+            "type": "array",
+            "description": "The numbers of the transcript lines the answer rests on.",
+            "items": {"type": "integer"},
+        },
+    },
+    "required": ["answer", "citations"],
+}
+
+ANSWER_FORMAT: ResponseFormatJSONSchema = {
+    "type": "json_schema",
+    "json_schema": {"name": "meeting_answer", "strict": True, "schema": ANSWER_SCHEMA},
+}
+
+DOCUMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"markdown": {"type": "string", "description": "The document, in markdown."}},
+    "required": ["markdown"],
+}
+
+DOCUMENT_FORMAT: ResponseFormatJSONSchema = {
+    "type": "json_schema",
+    "json_schema": {"name": "meeting_document", "strict": True, "schema": DOCUMENT_SCHEMA},
+}
+
+_ASK = """\
+You answer questions about a meeting from its transcript. Each transcript line is \
+"[number] Speaker: words"; the speaker labels may be names or anonymous letters.
+Reply with one JSON object and nothing else:
+- answer: a short, direct answer using only what the transcript says; if the \
+transcript does not answer the question, say so plainly;
+- citations: the numbers of the lines the answer rests on (empty when none does).
+The transcript comes from live speech recognition, so expect missing punctuation and \
+misheard words. Write in the language {lang}.\
+"""
+
+_ASK_PART = (
+    "This is part {part} of {parts} of the meeting. Answer from this part alone; when it "
+    "says nothing relevant to the question, reply with an empty answer and no citations."
+)
+
+_ASK_MERGE = (
+    "These are answers to the question from consecutive parts of one meeting, each with "
+    "the lines it cites. Combine them into one answer for the whole meeting (a later part "
+    "may revise an earlier one), citing the line numbers it rests on."
+)
+
+_DOCUMENT = """\
+You write documents from meeting transcripts, as the reader's instruction asks. Lines \
+are "Speaker: words"; the speaker labels may be names or anonymous letters.
+Reply with one JSON object and nothing else: markdown, the document in markdown. Use \
+only what the transcript says; never invent names, dates or decisions. The transcript \
+comes from live speech recognition, so expect missing punctuation and misheard words. \
+Write in the language {lang} unless the instruction asks otherwise.\
+"""
+
+_DOCUMENT_PART = (
+    "This is part {part} of {parts} of the meeting. Do not write the document yet: in "
+    "markdown, note everything in this part the instruction will need (who said what, "
+    "decisions, numbers, dates), concisely. Empty when nothing is relevant."
+)
+
+_DOCUMENT_MERGE = (
+    "These are notes, in order, on consecutive parts of one meeting. Write the document "
+    "the instruction asks for from them."
+)
+
+_NOTES_MERGE = (
+    "These are notes, in order, on consecutive parts of one meeting. Merge them into one "
+    "set of notes, keeping everything the instruction will need."
+)
+
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
 #: requests in flight at once during the map step: parallel, but gentle on rate limits
 MAP_CONCURRENCY = 4
 #: below this a context budget cannot hold a useful chunk; keeps tiny settings from looping
 MIN_CONTEXT_CHARS = 64
+
+
+#: Answers that no line supports, said plainly.
+NO_TRANSCRIPT = "Nothing has been said in this meeting yet, so there is nothing to answer from."
+NOT_DISCUSSED = "The transcript does not answer this question."
 
 
 class InvalidOutput(ValueError):
@@ -147,6 +250,7 @@ class RetryPolicy:
 
 class OpenAISummarizer(Summarizer):
     name = "openai"
+    writes_documents = True
 
     def __init__(
         self,
@@ -174,13 +278,18 @@ class OpenAISummarizer(Summarizer):
             client, self._client = self._client, None
             await client.close()
 
-    async def summarize(self, lines: Sequence[Line], *, lang: str) -> SummaryResult:
+    async def summarize(
+        self, lines: Sequence[Line], *, lang: str, prompt: str | None = None
+    ) -> SummaryResult:
         await self.check()
         chunks = chunk_transcript(lines, self._budget)
         if not chunks:
             return SummaryResult(content=SummaryContent(tldr=""), model=self.model, lang=lang)
         started = time.perf_counter()
         system = _INSTRUCTIONS.format(lang=lang)
+        if prompt and prompt.strip():
+            # In the system message, so every map and reduce call follows it too.
+            system += _SUMMARY_PROMPT.format(prompt=prompt.strip())
         if len(chunks) == 1:
             content = await self._complete(system, "Transcript:\n" + chunks[0], "summary")
         else:
@@ -192,6 +301,162 @@ class OpenAISummarizer(Summarizer):
             elapsed_s=round(time.perf_counter() - started, 2),
         )
         return SummaryResult(content=content, model=self.model, lang=lang)
+
+    async def ask(self, lines: Sequence[Line], question: str, *, lang: str) -> Answer:
+        await self.check()
+        # Lines are referred to by seq; lines without one (a batch) by their position.
+        refs = {_ref(i, line): line for i, line in enumerate(lines) if line.text.strip()}
+        chunks = chunk_transcript(lines, self._budget, numbered=True)
+        if not chunks:
+            return Answer(answer=NO_TRANSCRIPT, citations=[], extractive=False, model=self.model)
+        system = _ASK.format(lang=lang)
+        question = question.strip()
+        started = time.perf_counter()
+        if len(chunks) == 1:
+            reply = await self._structured(
+                system,
+                f"Transcript:\n{chunks[0]}\n\nQuestion: {question}",
+                "ask",
+                ANSWER_FORMAT,
+                parse_answer,
+            )
+        else:
+
+            async def ask_part(i: int, chunk: str) -> tuple[str, list[int]]:
+                part = _ASK_PART.format(part=i + 1, parts=len(chunks))
+                return await self._structured(
+                    system,
+                    f"{part}\nTranscript:\n{chunk}\n\nQuestion: {question}",
+                    f"ask map {i + 1}/{len(chunks)}",
+                    ANSWER_FORMAT,
+                    parse_answer,
+                )
+
+            partials = [p for p in await self._map(ask_part, chunks) if p[0].strip() or p[1]]
+            if not partials:
+                reply = (NOT_DISCUSSED, [])
+            elif len(partials) == 1:
+                reply = partials[0]
+            else:
+                body = "\n\n".join(
+                    f"Answer {n}: {answer}\nCited lines:\n"
+                    + "\n".join(_render(refs[r], r) for r in cited if r in refs)
+                    for n, (answer, cited) in enumerate(partials, start=1)
+                )
+                reply = await self._structured(
+                    system,
+                    f"{_ASK_MERGE}\n\n{body}\n\nQuestion: {question}",
+                    "ask reduce",
+                    ANSWER_FORMAT,
+                    parse_answer,
+                )
+        answer, cited = reply
+        citations = [
+            Citation(
+                seq=refs[r].seq,
+                text=" ".join(refs[r].text.split()),
+                speaker=(refs[r].speaker or "").strip() or None,
+            )
+            # In transcript order, once each; a number the transcript lacks is dropped.
+            for r in sorted(set(cited))
+            if r in refs
+        ]
+        log.info(
+            "ask.openai.done",
+            model=self.model,
+            chunks=len(chunks),
+            citations=len(citations),
+            elapsed_s=round(time.perf_counter() - started, 2),
+        )
+        return Answer(
+            answer=answer.strip() or NOT_DISCUSSED,
+            citations=citations,
+            extractive=False,
+            model=self.model,
+        )
+
+    async def write_document(self, lines: Sequence[Line], prompt: str, *, lang: str) -> Document:
+        await self.check()
+        chunks = chunk_transcript(lines, self._budget)
+        system = _DOCUMENT.format(lang=lang)
+        instruction = f"Instruction: {prompt.strip()}"
+        started = time.perf_counter()
+        if not chunks:
+            # Nothing was said yet; the model still writes what the instruction asks for
+            # about an empty meeting rather than us making something up.
+            chunks = ["(the transcript is empty)"]
+        if len(chunks) == 1:
+            markdown = await self._structured(
+                system,
+                f"{instruction}\n\nTranscript:\n{chunks[0]}",
+                "document",
+                DOCUMENT_FORMAT,
+                parse_document,
+            )
+        else:
+
+            async def notes_of(i: int, chunk: str) -> str:
+                part = _DOCUMENT_PART.format(part=i + 1, parts=len(chunks))
+                return await self._structured(
+                    system,
+                    f"{instruction}\n\n{part}\nTranscript:\n{chunk}",
+                    f"document map {i + 1}/{len(chunks)}",
+                    DOCUMENT_FORMAT,
+                    parse_document,
+                )
+
+            notes = [n for n in await self._map(notes_of, chunks) if n.strip()]
+            # Notes of a very long meeting may overflow the budget themselves: merged in
+            # groups that fit, round after round, like partial summaries.
+            while len(notes) > 1 and sum(len(n) + 2 for n in notes) > self._budget:
+                merged: list[str] = []
+                for group in _groups(notes, self._budget):
+                    if len(group) == 1:
+                        merged.append(group[0][1])
+                        continue
+                    body = "\n\n---\n\n".join(text for _, text in group)
+                    merged.append(
+                        await self._structured(
+                            system,
+                            f"{instruction}\n\n{_NOTES_MERGE}\n\n{body}",
+                            "document notes",
+                            DOCUMENT_FORMAT,
+                            parse_document,
+                        )
+                    )
+                notes = merged
+            body = "\n\n---\n\n".join(notes) or "(nothing in the meeting is relevant)"
+            markdown = await self._structured(
+                system,
+                f"{instruction}\n\n{_DOCUMENT_MERGE}\n\n{body}",
+                "document reduce",
+                DOCUMENT_FORMAT,
+                parse_document,
+            )
+        log.info(
+            "document.openai.done",
+            model=self.model,
+            chunks=len(chunks),
+            elapsed_s=round(time.perf_counter() - started, 2),
+        )
+        return Document(markdown=markdown, model=self.model)
+
+    async def _map(self, work: Callable[[int, str], Awaitable[_T]], chunks: list[str]) -> list[_T]:
+        """``work`` over every chunk, :data:`MAP_CONCURRENCY` at a time, in order."""
+        gate = asyncio.Semaphore(MAP_CONCURRENCY)
+
+        async def gated(i: int, chunk: str) -> _T:
+            async with gate:
+                return await work(i, chunk)
+
+        # As in _map_reduce: the first error surfaces as itself; the rest are cancelled.
+        tasks = [asyncio.ensure_future(gated(i, c)) for i, c in enumerate(chunks)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
     def _budget(self) -> int:
@@ -230,19 +495,30 @@ class OpenAISummarizer(Summarizer):
 
     async def _complete(self, system: str, prompt: str, purpose: str) -> SummaryContent:
         """One summary from the model, asking again once if the reply is not valid."""
+        return await self._structured(system, prompt, purpose, RESPONSE_FORMAT, parse_summary)
+
+    async def _structured(
+        self,
+        system: str,
+        prompt: str,
+        purpose: str,
+        response_format: ResponseFormatJSONSchema,
+        parse: Callable[[str | None], _T],
+    ) -> _T:
+        """One reply in ``response_format``'s shape, asking again once if it is not valid."""
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
             {"role": "user", "content": prompt},
         ]
         problem = ""
         for attempt in (1, 2):
-            completion = await self._create(messages, purpose)
+            completion = await self._create(messages, purpose, response_format)
             message = completion.choices[0].message if completion.choices else None
             raw = message.content if message is not None else None
             try:
                 if message is not None and message.refusal:
                     raise InvalidOutput(f"the model refused: {message.refusal}")
-                return parse_summary(raw)
+                return parse(raw)
             except InvalidOutput as exc:
                 problem = str(exc)
                 log.warning(
@@ -262,46 +538,30 @@ class OpenAISummarizer(Summarizer):
                     "the JSON object in the required shape.",
                 },
             ]
-        raise SummarizerError(f"openai returned an invalid summary twice: {problem}")
+        what = response_format["json_schema"]["name"].replace("meeting_", "")
+        raise SummarizerError(f"openai returned an invalid {what} twice: {problem}")
 
     async def _create(
-        self, messages: list[ChatCompletionMessageParam], purpose: str
+        self,
+        messages: list[ChatCompletionMessageParam],
+        purpose: str,
+        response_format: ResponseFormatJSONSchema = RESPONSE_FORMAT,
     ) -> ChatCompletion:
         """One chat completion, retrying what is transient."""
         client = self._get_client()
-        reason = ""
-        for attempt in range(1, self.retry.attempts + 1):
-            retry_after: float | None = None
-            try:
-                return await client.chat.completions.create(
-                    model=self.settings.openai_model,
-                    messages=messages,
-                    response_format=RESPONSE_FORMAT,
-                )
-            except openai.APITimeoutError:
-                reason = f"timed out after {self.settings.openai_timeout_s:g}s"
-            except openai.APIConnectionError as exc:
-                reason = f"connection failed: {exc}"
-            except openai.APIStatusError as exc:
-                reason = f"HTTP {exc.status_code}: {_error_message(exc)}"
-                if not _is_transient(exc):
-                    log.error("summary.openai.rejected", purpose=purpose, reason=reason)
-                    raise SummarizerError(f"openai rejected the request ({reason})") from exc
-                retry_after = _retry_after(exc.response.headers)
-            except openai.OpenAIError as exc:
-                raise SummarizerError(f"openai client error: {exc}") from exc
-            if attempt == self.retry.attempts:
-                break
-            delay = self.retry.delay(attempt, retry_after)
-            log.warning(
-                "summary.openai.retry",
-                purpose=purpose,
-                attempt=attempt,
-                reason=reason,
-                delay_s=round(delay, 3),
-            )
-            await self._sleep(delay)
-        raise SummarizerError(f"openai failed after {self.retry.attempts} attempts ({reason})")
+        return await call_with_retries(
+            lambda: client.chat.completions.create(
+                model=self.settings.openai_model,
+                messages=messages,
+                response_format=response_format,
+            ),
+            retry=self.retry,
+            sleep=self._sleep,
+            timeout_s=self.settings.openai_timeout_s,
+            error=SummarizerError,
+            event="summary.openai",
+            purpose=purpose,
+        )
 
     def _get_client(self) -> AsyncOpenAI:
         if self._client is None:
@@ -316,20 +576,21 @@ class OpenAISummarizer(Summarizer):
         return self._client
 
 
-def chunk_transcript(lines: Sequence[Line], budget: int) -> list[str]:
+def chunk_transcript(lines: Sequence[Line], budget: int, *, numbered: bool = False) -> list[str]:
     """The transcript as "Speaker: text" lines, packed into chunks of at most ``budget`` chars.
 
     Chunks break between lines; only a single line longer than the budget is cut, between
-    words (or mid-word, for a pathological word longer than the budget).
+    words (or mid-word, for a pathological word longer than the budget). ``numbered``
+    starts each line with its number in brackets (its ``seq``, see :func:`_ref`), which
+    answers cite.
     """
     chunks: list[str] = []
     current: list[str] = []
     size = 0
-    for line in lines:
-        text = " ".join(line.text.split())
-        if not text:
+    for i, line in enumerate(lines):
+        if not line.text.strip():
             continue
-        rendered = f"{line.speaker}: {text}" if line.speaker else text
+        rendered = _render(line, _ref(i, line) if numbered else None)
         for piece in _cut(rendered, budget):
             extra = len(piece) + (1 if current else 0)
             if current and size + extra > budget:
@@ -341,6 +602,18 @@ def chunk_transcript(lines: Sequence[Line], budget: int) -> list[str]:
     if current:
         chunks.append("\n".join(current))
     return chunks
+
+
+def _ref(position: int, line: Line) -> int:
+    """The number a line goes by in a numbered transcript: its seq, or (a batch's lines
+    have none) its position from 1."""
+    return line.seq if line.seq is not None else position + 1
+
+
+def _render(line: Line, ref: int | None = None) -> str:
+    text = " ".join(line.text.split())
+    rendered = f"{line.speaker}: {text}" if line.speaker else text
+    return rendered if ref is None else f"[{ref}] {rendered}"
 
 
 def _cut(text: str, budget: int) -> list[str]:
@@ -421,11 +694,86 @@ def parse_summary(raw: str | None) -> SummaryContent:
     )
 
 
+def _json_object(raw: str | None) -> dict[str, Any]:
+    if not raw or not raw.strip():
+        raise InvalidOutput("empty reply")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidOutput(f"not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise InvalidOutput(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_answer(raw: str | None) -> tuple[str, list[int]]:
+    """Validate a reply against :data:`ANSWER_SCHEMA`: the answer and the cited numbers."""
+    data = _json_object(raw)
+    answer, citations = data.get("answer"), data.get("citations")
+    if not isinstance(answer, str):
+        raise InvalidOutput("answer is missing or not a string")
+    if not isinstance(citations, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in citations
+    ):
+        raise InvalidOutput("citations is missing or not a list of line numbers")
+    return answer, citations
+
+
+def parse_document(raw: str | None) -> str:
+    """Validate a reply against :data:`DOCUMENT_SCHEMA`: the markdown."""
+    markdown = _json_object(raw).get("markdown")
+    if not isinstance(markdown, str):
+        raise InvalidOutput("markdown is missing or not a string")
+    return markdown.strip()
+
+
 def _strings(data: Mapping[str, Any], key: str) -> list[str]:
     value = data[key]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidOutput(f"{key} is not a list of strings")
     return [v.strip() for v in value if v.strip()]
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[_T]],
+    *,
+    retry: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]],
+    timeout_s: float,
+    error: Callable[[str], Exception],
+    event: str,
+    **log_fields: Any,
+) -> _T:
+    """One OpenAI API call, retried by ``retry`` while what failed is transient.
+
+    Shared by every engine that talks to OpenAI (the summarizer, text to speech) so they
+    retry, log and word their errors alike; ``error`` makes the engine's own error type.
+    """
+    reason = ""
+    for attempt in range(1, retry.attempts + 1):
+        retry_after: float | None = None
+        try:
+            return await call()
+        except openai.APITimeoutError:
+            reason = f"timed out after {timeout_s:g}s"
+        except openai.APIConnectionError as exc:
+            reason = f"connection failed: {exc}"
+        except openai.APIStatusError as exc:
+            reason = f"HTTP {exc.status_code}: {_error_message(exc)}"
+            if not _is_transient(exc):
+                log.error(f"{event}.rejected", reason=reason, **log_fields)
+                raise error(f"openai rejected the request ({reason})") from exc
+            retry_after = _retry_after(exc.response.headers)
+        except openai.OpenAIError as exc:
+            raise error(f"openai client error: {exc}") from exc
+        if attempt == retry.attempts:
+            break
+        delay = retry.delay(attempt, retry_after)
+        log.warning(
+            f"{event}.retry", attempt=attempt, reason=reason, delay_s=round(delay, 3), **log_fields
+        )
+        await sleep(delay)
+    raise error(f"openai failed after {retry.attempts} attempts ({reason})")
 
 
 def _is_transient(exc: openai.APIStatusError) -> bool:

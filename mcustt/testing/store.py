@@ -23,8 +23,11 @@ burning the ingest token for exactly one of two concurrent claimers; lease renew
 release fenced on the producer; ``mark_ended`` true exactly once; usage added per tenant
 per day, atomically; jobs claimed by one worker at a time, taken over after their lease
 passes, completed only by the lease's owner; one job per idempotency key; retention
-deleting only expired ended sessions, with their lines, summaries and jobs; speaker names
-upserted atomically (an unnamed track never overwriting a name), pruned with their session.
+deleting only expired ended sessions, with their lines, summaries and jobs; webhook
+events recorded in the transaction of the change they report; corrections stored as
+numbered revisions (concurrent ones in turn) with the original kept, and every reader
+of lines getting the current text; speaker names upserted atomically (an unnamed
+track never overwriting a name), pruned with their session.
 """
 
 from __future__ import annotations
@@ -154,6 +157,90 @@ class StoreContract:
         fresh = await store.get_session(session.id)
         assert fresh is not None
         assert (fresh.last_seq, fresh.audio_ms) == (7, 7500)
+
+    async def test_corrections_are_revisions_and_readers_see_the_current_text(
+        self, store: Repo
+    ) -> None:
+        tenant = await new_tenant(store)
+        session = await new_session(store, tenant)
+        for seq in range(1, 5):
+            await append(store, session.id, seq)
+        sid = session.id
+
+        async def revise(seq: int, text: str, author: wire.RevisionAuthor = "tenant") -> str:
+            done = await store.revise_line(
+                tenant_id=tenant.id, session_id=sid, seq=seq, text=text, author=author
+            )
+            assert done is not None
+            return done.previous_text
+
+        assert await revise(2, "two, fixed") == "line 2"
+        assert await revise(2, "two, fixed again", "owner") == "two, fixed"
+        assert await revise(4, "four, fixed") == "line 4"
+        assert (
+            await store.revise_line(
+                tenant_id=tenant.id, session_id=sid, seq=5, text="x", author="tenant"
+            )
+            is None
+        )
+        # Every reader gets the current text (and can tell a corrected line).
+        current = ["line 1", "two, fixed again", "line 3", "four, fixed"]
+        assert [line.text for line in await store.lines(sid)] == current
+        assert [line.text for line in await store.lines_after(sid, 0, limit=10)] == current
+        assert [line.revised_text is not None for line in await store.lines(sid)] == [
+            False,
+            True,
+            False,
+            True,
+        ]
+        # The original stays, every revision is kept, oldest first.
+        two = await store.revised_line(sid, 2)
+        assert two is not None and two.line.text == "line 2" and two.text == "two, fixed again"
+        assert [(r.revision, r.text, r.author) for r in two.revisions] == [
+            (1, "two, fixed", "tenant"),
+            (2, "two, fixed again", "owner"),
+        ]
+        one = await store.revised_line(sid, 1)
+        assert one is not None and one.revisions == [] and one.text == "line 1"
+        assert await store.revised_line(sid, 9) is None
+        # What a viewer resuming at a seq re-reads: the corrected lines up to it.
+        assert [
+            line.seq for line in await store.corrected_lines(sid, after=0, upto=3, limit=9)
+        ] == [2]
+        both = await store.corrected_lines(sid, after=0, upto=4, limit=9)
+        assert [(line.seq, line.text) for line in both] == [
+            (2, "two, fixed again"),
+            (4, "four, fixed"),
+        ]
+        assert [
+            line.seq for line in await store.corrected_lines(sid, after=2, upto=9, limit=9)
+        ] == [4]
+        assert [
+            line.seq for line in await store.corrected_lines(sid, after=0, upto=9, limit=1)
+        ] == [2]
+
+    async def test_concurrent_corrections_of_a_line_are_numbered_in_turn(self, store: Repo) -> None:
+        tenant = await new_tenant(store)
+        session = await new_session(store, tenant)
+        await append(store, session.id, 1)
+        texts = [f"take {i}" for i in range(5)]
+        done = await asyncio.gather(
+            *(
+                store.revise_line(
+                    tenant_id=tenant.id, session_id=session.id, seq=1, text=t, author="tenant"
+                )
+                for t in texts
+            )
+        )
+        line = await store.revised_line(session.id, 1)
+        assert line is not None
+        assert [r.revision for r in line.revisions] == [1, 2, 3, 4, 5]
+        # Each one's previous text is what the one before it stored.
+        by_text = {r.text: r.revision for r in line.revisions}
+        previous = {by_text[d.line.revisions[-1].text]: d.previous_text for d in done if d}
+        assert previous[1] == "line 1"
+        for n in range(2, 6):
+            assert previous[n] == line.revisions[n - 2].text
 
     async def test_a_seq_is_written_once(self, store: Repo) -> None:
         tenant = await new_tenant(store)
@@ -501,6 +588,9 @@ class StoreContract:
         jobs: dict[str, str] = {}
         for session in [*expired, kept_ended, kept_live]:
             await append(store, session.id, 1)
+            await store.revise_line(
+                tenant_id=tenant.id, session_id=session.id, seq=1, text="fixed", author="owner"
+            )
             await store.mark_summary_pending(session.id)
             job, _ = await store.insert_job(
                 job_row(tenant, session_id=session.id, kind="session_summary", status="ready")
@@ -517,6 +607,7 @@ class StoreContract:
         for session in expired:
             assert await store.get_session(session.id) is None
             assert await store.lines(session.id) == []
+            assert await store.revised_line(session.id, 1) is None
             assert await store.get_summary(session.id) is None
             assert await store.get_job(jobs[session.id]) is None
         for session in (kept_ended, kept_live):
@@ -564,3 +655,31 @@ class StoreContract:
             pass
         assert await store.speaker_names(ended.id) == {}
         assert await store.speaker_names(session.id) == names
+
+    # -- webhook events (issue 16) -------------------------------------------------------------
+
+    async def test_events_are_recorded_with_the_change_they_report(self, store: Repo) -> None:
+        """``session.ended`` once per session end, ``summary.ready``/``summary.failed``
+        with the summary, in the same transaction (so read back at once)."""
+        tenant = await new_tenant(store)
+        session = await new_session(store, tenant)
+        await asyncio.gather(*[store.mark_ended(session.id, "stop") for _ in range(3)])
+        [ended] = await store.recent_events(tenant.id, "session.ended", limit=50)
+        assert (ended.session_id, ended.data["sessionId"]) == (session.id, session.id)
+        assert ended.data["endReason"] == "stop" and ended.id.startswith("evt_")
+        await store.mark_summary_pending(session.id)
+        await store.mark_summary_failed(session.id, "quota")
+        content: wire.SummaryContent = {
+            "tldr": "t",
+            "decisions": ["d"],
+            "actionItems": [],
+            "qa": [],
+        }
+        await store.save_summary(
+            session.id, model="m", lang="en-US", content=content, from_seq=None, to_seq=None
+        )
+        [failed] = await store.recent_events(tenant.id, "summary.failed", limit=50)
+        assert failed.data["error"] == "quota"
+        [ready] = await store.recent_events(tenant.id, "summary.ready", limit=50)
+        assert ready.data["summary"] == content and "- d" in ready.data["markdownBody"]
+        assert await store.recent_events(tenant.id, "job.finished", limit=50) == []

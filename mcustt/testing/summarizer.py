@@ -26,6 +26,13 @@ empty summary (not an error) for an empty transcript, the event loop kept runnin
 concurrent calls on one instance, ``aclose`` callable twice, and failures raised as
 :class:`SummarizerError` (502) or :class:`SummarizerUnavailable` (503) with a message
 fit for the summary's ``failed`` status.
+
+The meeting AI on the same seam (issue 16) is held to it too: ``summarize`` takes an
+optional ``prompt``; ``ask`` answers with citations that are lines of the transcript
+given (seq, speaker and text unchanged) and an honest answer, without citations, when
+nothing was said; ``write_document`` returns markdown, or, for an engine whose class says
+``writes_documents = False``, raises
+:class:`SummarizerUnavailable` (503 ``SUMMARIZER_UNCONFIGURED``) instead of a fake.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import pytest
 
 from mcustt import wire
 from mcustt.summarizers.base import (
+    Answer,
+    Document,
     Line,
     Summarizer,
     SummarizerError,
@@ -47,7 +56,13 @@ from mcustt.summarizers.base import (
 )
 from mcustt.wire import ErrorCode
 
-__all__ = ["MEETING", "RemoteSummarizerContract", "SummarizerContract", "long_meeting"]
+__all__ = [
+    "MEETING",
+    "RemoteSummarizerContract",
+    "SummarizerContract",
+    "assert_answer",
+    "long_meeting",
+]
 
 #: A short meeting with one of everything a summary reports: a decision, commitments
 #: with and without a named owner, a question and its answer.
@@ -104,6 +119,20 @@ def assert_summary(result: SummaryResult, summarizer: Summarizer, *, lang: str) 
     assert all(set(item) == {"owner", "task"} for item in wire["actionItems"])
     # The job stores it in a JSON column and serves it as is.
     assert json.loads(json.dumps(wire)) == wire
+
+
+def assert_answer(answer: Answer, summarizer: Summarizer, lines: tuple[Line, ...]) -> None:
+    """The answer is well formed and cites only lines of ``lines``, as they are."""
+    assert isinstance(answer, Answer)
+    assert isinstance(answer.answer, str) and answer.answer.strip()
+    assert isinstance(answer.extractive, bool)
+    assert answer.model == summarizer.model
+    given = {(line.seq, line.speaker, " ".join(line.text.split())) for line in lines}
+    for citation in answer.citations:
+        assert (citation.seq, citation.speaker, citation.text) in given, citation
+    doc = answer.to_json()
+    assert set(doc) == {"answer", "citations", "extractive", "model"}
+    assert json.loads(json.dumps(doc)) == doc
 
 
 class SummarizerContract:
@@ -192,6 +221,47 @@ class SummarizerContract:
         for lang, result in zip(langs, results, strict=True):
             assert_summary(result, summarizer, lang=lang)
 
+    async def test_a_prompt_is_accepted(self, summarizer: Summarizer) -> None:
+        result = await summarizer.summarize(
+            MEETING, lang="en", prompt="Focus on the rollout and who owns what."
+        )
+        assert_summary(result, summarizer, lang="en")
+
+    async def test_a_question_is_answered_from_the_transcript(self, summarizer: Summarizer) -> None:
+        answer = await summarizer.ask(MEETING, "Who will write the database migration?", lang="en")
+        assert_answer(answer, summarizer, MEETING)
+        assert 6 in [c.seq for c in answer.citations], answer
+
+    async def test_a_question_about_nothing_said_cites_nothing(
+        self, summarizer: Summarizer
+    ) -> None:
+        for lines in ([], [Line(text=" ")]):
+            answer = await summarizer.ask(lines, "What was decided about the budget?", lang="en")
+            assert_answer(answer, summarizer, ())
+            assert answer.citations == []
+
+    async def test_concurrent_questions_on_one_instance(self, summarizer: Summarizer) -> None:
+        questions = ["Who will write the database migration?", "Do we need a feature flag?"]
+        answers = await asyncio.gather(*(summarizer.ask(MEETING, q, lang="en") for q in questions))
+        for answer in answers:
+            assert_answer(answer, summarizer, MEETING)
+
+    async def test_a_document_is_markdown_or_refused(self, summarizer: Summarizer) -> None:
+        prompt = "Write the meeting minutes with decisions and action items."
+        # An engine that cannot write documents (no language model) says so, and refuses
+        # with SummarizerUnavailable rather than return something else.
+        if not summarizer.writes_documents:
+            with pytest.raises(SummarizerUnavailable) as info:
+                await summarizer.write_document(MEETING, prompt, lang="en")
+            assert info.value.status_code == 503
+            assert info.value.code == ErrorCode.SUMMARIZER_UNCONFIGURED
+            assert info.value.message.strip()
+            return
+        document = await summarizer.write_document(MEETING, prompt, lang="en")
+        assert isinstance(document, Document)
+        assert isinstance(document.markdown, str) and document.markdown.strip()
+        assert document.model == summarizer.model
+
     async def test_aclose_can_be_called_twice(self, summarizer: Summarizer) -> None:
         await summarizer.summarize(MEETING, lang="en")
         await summarizer.aclose()
@@ -229,6 +299,10 @@ class RemoteSummarizerContract(SummarizerContract):
         assert info.value.message.strip()
         with pytest.raises(SummarizerUnavailable):
             await unconfigured_summarizer.summarize(MEETING, lang="en")
+        with pytest.raises(SummarizerUnavailable):
+            await unconfigured_summarizer.ask(MEETING, "Who ships it?", lang="en")
+        with pytest.raises(SummarizerUnavailable):
+            await unconfigured_summarizer.write_document(MEETING, "Minutes", lang="en")
         await unconfigured_summarizer.aclose()
 
     async def test_a_failing_service_is_a_summarizer_error(
@@ -241,6 +315,11 @@ class RemoteSummarizerContract(SummarizerContract):
         assert info.value.status_code == 502
         assert info.value.code == ErrorCode.SUMMARIZER_FAILED
         assert info.value.message.strip()
+        with pytest.raises(SummarizerError):
+            await failing_summarizer.ask(MEETING, "Who ships it?", lang="en")
+        if failing_summarizer.writes_documents:
+            with pytest.raises(SummarizerError):
+                await failing_summarizer.write_document(MEETING, "Minutes", lang="en")
 
     async def test_a_failing_service_leaves_empty_transcripts_alone(
         self, failing_summarizer: Summarizer

@@ -23,7 +23,8 @@
  * language, speaker, session-end, error. Interims (isFinal=false) replace one "being
  * written" line per speaker (keyed by speaker id, "" for a session's single mixed
  * producer: two people talking at once are two live lines); finals are inserted in seq
- * order once each (duplicates by seq are ignored).
+ * order once each (duplicates by seq are ignored). A correction (a final with
+ * revised=true) replaces the text of the line with its seq in place; it never adds a line.
  * The browser reconnects by itself (sending Last-Event-ID); when it gives up, or the
  * server drops us (error event, fatal), the page re-checks the session and opens a
  * new EventSource with &lastEventId=<last final seq> so nothing is lost or repeated.
@@ -381,6 +382,19 @@
     return el;
   }
 
+  function reviseFinal(m) {
+    // A correction of a line already shown. One that is not on the page was dropped as
+    // old (or was never shown, being empty): nothing to replace, and no line to add.
+    const p = finals.get(m.seq);
+    const text = (m.text || "").trim();
+    if (!p || !text) return;
+    // The speaker label stays: only the words are corrected.
+    const body = p.querySelector(".text");
+    if (body) body.textContent = text;
+    else p.textContent = text;
+    p.dataset.revised = "true";
+  }
+
   function showInterim(m) {
     if (!opts.interim) return;
     const seq = m.seq;
@@ -555,7 +569,8 @@
     source.addEventListener("transcript", live((e) => {
       const m = parse(e);
       if (!m || typeof m.seq !== "number") return;
-      if (m.isFinal) addFinal(m);
+      if (m.revised === true) reviseFinal(m);
+      else if (m.isFinal) addFinal(m);
       else showInterim(m);
     }));
 
