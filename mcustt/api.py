@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from mcustt import sessions, subtitles, tenants, wire
+from mcustt import sessions, speakers, subtitles, tenants, wire
 from mcustt.bodies import parse_body, read_json, validate
 from mcustt.errors import BadRequest, Forbidden, MCUSTTError, Unauthorized
 from mcustt.sessions import Credentials
@@ -285,8 +285,26 @@ async def mint_embed_token(request: Request) -> Response:
 
 async def mint_ingest_token(request: Request) -> Response:
     state = app_state(request)
-    creds = await session_access(request, request.path_params["session_id"], owner=True)
-    return JSONResponse(await state.sessions.rotate_ingest_token(creds.session))
+    payload = await read_json(request)
+    body = validate(wire.IngestTokenRequest, payload)
+    # The mixed producer's token stays owner-secret only (the contract); the tenant key
+    # may mint participant-bound ones too (an MCU integration holds only the key).
+    creds = await session_access(
+        request,
+        request.path_params["session_id"],
+        tenant=body.participant is not None,
+        owner=True,
+        body=payload,
+    )
+    participant = body.participant
+    if participant is not None and participant.name is not None:
+        # The name as every caption will show it (one line, no control characters).
+        participant = wire.Participant(
+            id=participant.id, name=speakers.display_name(participant.name)
+        )
+    return JSONResponse(
+        await state.sessions.rotate_ingest_token(creds.session, participant=participant)
+    )
 
 
 async def end_session(request: Request) -> Response:
@@ -308,9 +326,12 @@ async def transcript(request: Request) -> Response:
     creds = await session_access(request, sid, tenant=True, read=True)
     await check_browser_origin(request, creds.session)
     lines = await state.repo.lines(sid)
+    # Lines of participant tracks are shown under their speaker's current name.
+    names = await state.repo.speaker_names(sid) if any(line.speaker for line in lines) else {}
     if fmt == "json":
-        return JSONResponse(subtitles.to_json(sid, lines))
-    body = {"srt": subtitles.to_srt, "vtt": subtitles.to_vtt, "txt": subtitles.to_txt}[fmt](lines)
+        return JSONResponse(subtitles.to_json(sid, lines, names))
+    export = {"srt": subtitles.to_srt, "vtt": subtitles.to_vtt, "txt": subtitles.to_txt}[fmt]
+    body = export(lines, names)
     return PlainTextResponse(
         body,
         media_type=subtitles.FORMATS[fmt],

@@ -20,12 +20,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mcustt import (
     api,
+    bridges_api,
     compat_api,  # the compatible /v1/stt (issue 15)
     corrections_api,  # corrections (issue 16)
     docs_page,
     logs,
     meeting_ai_api,  # ask and documents (issue 16)
     openapi,
+    speakers_api,
     summary_api,
     transcribe_api,  # file transcription (issue 15)
     tts_api,  # text to speech (issue 16)
@@ -36,7 +38,7 @@ from mcustt import (
 from mcustt.config import Settings
 from mcustt.edge import Edge
 from mcustt.errors import MCUSTTError, error_response
-from mcustt.ingest import compat_stream, whip
+from mcustt.ingest import compat_stream, jitsi, whip
 from mcustt.ingest import websocket as ingest_ws
 from mcustt.ingest.whip import WhipManager
 from mcustt.state import AppState, open_state
@@ -155,6 +157,12 @@ def routes() -> list[BaseRoute]:
         ),
         Route("/api/sessions/{session_id}/stream", viewers.sse_stream, methods=["GET"]),
         Route("/api/transcribe", transcribe_api.transcribe, methods=["POST"]),
+        Route("/api/sessions/{session_id}/speakers", speakers_api.list_speakers, methods=["GET"]),
+        Route(
+            "/api/sessions/{session_id}/speakers/{speaker_id}",
+            speakers_api.put_speaker,
+            methods=["PUT"],
+        ),
         Route("/api/transcribe-summary", summary_api.transcribe_summary, methods=["POST"]),
         Route("/api/jobs/{job_id}", summary_api.get_job, methods=["GET"]),
         Route("/api/tts", tts_api.create_tts, methods=["POST"]),
@@ -190,6 +198,12 @@ def routes() -> list[BaseRoute]:
         WebSocketRoute("/ws/stt", ingest_ws.ingest_endpoint),
         WebSocketRoute("/ws/subscribe", viewers.subscribe_endpoint),
         WebSocketRoute("/v1/stt/stream", compat_stream.stream_endpoint),
+        # the Jitsi bridge (issue 14): the opus-transcriber-proxy protocol
+        WebSocketRoute("/transcribe", jitsi.transcribe_endpoint),
+        Route("/api/bridges", bridges_api.create_bridge_key, methods=["POST"]),
+        Route("/api/bridges", bridges_api.list_bridge_keys, methods=["GET"]),
+        Route("/api/bridges/{bridge_id}", bridges_api.revoke_bridge_key, methods=["DELETE"]),
+        Route("/api/jitsi/meetings/{meeting_id}", bridges_api.get_jitsi_meeting, methods=["GET"]),
         Route("/embed/{session_id}", webui.embed_page, methods=["GET"]),
         Route("/try", webui.try_page, methods=["GET"]),
         Mount("/embed-assets", app=webui.assets(), name="embed-assets"),
@@ -230,7 +244,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         Middleware(
             CORSMiddleware,
             allow_origins=["*"],
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["*"],
             expose_headers=[
                 "Location",

@@ -108,6 +108,10 @@ class Settings:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     webrtc_host_addresses: list[str] = field(default_factory=list)
     webrtc_connect_timeout_s: float = 20.0
+    # Jitsi bridge (issue 14)
+    #: after a meeting's last bridge socket closed, end its session this much later
+    #: (a bridge reconnecting in time continues it); 0 = leave it live (abandonment)
+    jitsi_end_grace_s: float = 60.0
     # Jobs and retention
     job_lease_s: float = 120.0
     job_poll_s: float = 1.0
@@ -175,6 +179,8 @@ class Settings:
             raise ConfigError("MCUSTT_RECOGNIZER_WORKERS must be >= 0")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
+        if self.jitsi_end_grace_s < 0:
+            raise ConfigError("MCUSTT_JITSI_END_GRACE_S must be >= 0")
         if self.tts_url_ttl_s < 1 or self.tts_max_chars < 1 or self.tts_concurrency < 1:
             raise ConfigError("MCUSTT_TTS_URL_TTL_S, _MAX_CHARS and _CONCURRENCY must be >= 1")
         if self.diarization_concurrency < 1 or self.diarization_max_speakers < 1:

@@ -7,6 +7,7 @@ makes them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, cast
 
 from mcustt.store.models import TranscriptLine
@@ -16,6 +17,8 @@ from mcustt.wire import (
     LanguageEvent,
     PongEvent,
     SessionEndEvent,
+    Speaker,
+    SpeakerEvent,
     StopControl,
     TranscriptEvent,
 )
@@ -25,8 +28,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def transcript(*, seq: int, text: str, is_final: bool, lang: str, ts: int) -> TranscriptEvent:
-    return {
+def transcript(
+    *, seq: int, text: str, is_final: bool, lang: str, ts: int, speaker: Speaker | None = None
+) -> TranscriptEvent:
+    """``speaker``: the participant of the track (absent for the mixed producer)."""
+    event: TranscriptEvent = {
         "type": "transcript",
         "text": text,
         "isFinal": is_final,
@@ -34,10 +40,28 @@ def transcript(*, seq: int, text: str, is_final: bool, lang: str, ts: int) -> Tr
         "lang": lang,
         "ts": ts,
     }
+    if speaker is not None:
+        event["speaker"] = speaker
+    return event
 
 
-def line_event(line: TranscriptLine) -> TranscriptEvent:
-    return transcript(seq=line.seq, text=line.text, is_final=True, lang=line.lang, ts=line.ts)
+def line_event(line: TranscriptLine, names: Mapping[str, str] | None = None) -> TranscriptEvent:
+    """A persisted final as a viewer gets it on replay; ``names``: the session's speaker
+    names (:meth:`mcustt.store.repo.Repo.speaker_names`), for a line of a participant's
+    track (an unnamed speaker is called by its id)."""
+    event = transcript(seq=line.seq, text=line.text, is_final=True, lang=line.lang, ts=line.ts)
+    if line.speaker:
+        event["speaker"] = speaker(line.speaker, (names or {}).get(line.speaker, line.speaker))
+    return event
+
+
+def speaker(speaker_id: str, name: str) -> Speaker:
+    return {"id": speaker_id, "name": name}
+
+
+def speaker_event(speaker_id: str, name: str) -> SpeakerEvent:
+    """A speaker was (re)named: viewers rename the lines already shown."""
+    return {"type": "speaker", "speaker": speaker(speaker_id, name)}
 
 
 def revised_event(line: TranscriptLine) -> TranscriptEvent:
@@ -91,6 +115,7 @@ class Event:
         "raw",
         "revised",
         "seq",
+        "speaker",
         "type",
     )
 
@@ -104,6 +129,11 @@ class Event:
         seq = self.data.get("seq")
         self.seq: int | None = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         self.is_final = bool(self.data.get("isFinal"))
+        #: the participant id of a track's transcript ("" for the mixed producer): live
+        #: lines are per speaker, so viewers filter interims per speaker
+        speaker = self.data.get("speaker")
+        speaker_id = speaker.get("id") if isinstance(speaker, dict) else None
+        self.speaker: str = speaker_id if isinstance(speaker_id, str) else ""
         #: a correction of a final already sent (issue 16): not a new line, no new seq
         self.revised = self.data.get("revised") is True
         self._sse: bytes | None = None

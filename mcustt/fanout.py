@@ -192,8 +192,10 @@ class Viewer:
         direct = self.direct
         if direct is not None and item.__class__ is Event:
             event: Event = item
-            if event.type == "transcript":
-                follow, send = direct
+            follow, send = direct
+            # (a final after a gap in seq is not sent from here: it queues for the relay,
+            # which fills the gap from the store first)
+            if event.type == "transcript" and not follow.gap(event):
                 if not follow.admit(event):
                     return
                 try:
@@ -351,7 +353,16 @@ class Follow:
     it afterwards.
     """
 
-    __slots__ = ("done", "repo", "resync", "sent", "session_ended", "viewer")
+    __slots__ = (
+        "done",
+        "finals",
+        "gap_seq",
+        "repo",
+        "resync",
+        "sent",
+        "session_ended",
+        "viewer",
+    )
 
     def __init__(
         self,
@@ -365,6 +376,12 @@ class Follow:
         self.viewer = viewer
         self.session_ended = session_ended
         self.sent = -1 if last_seq is None else last_seq
+        #: per speaker ("" for the mixed producer): the seq of its last final sent. An
+        #: interim is stale once its speaker's final went out; other speakers' finals
+        #: say nothing about it (their seqs interleave: both lines are live at once).
+        self.finals: dict[str, int] = {"": self.sent} if last_seq is not None else {}
+        #: the final whose gap a replay from the store was asked to fill (once)
+        self.gap_seq = -1
         self.done = False
         self.resync = False
 
@@ -374,7 +391,13 @@ class Follow:
             lines = await self.repo.lines_after(self.viewer.session_id, after, limit=REPLAY_BATCH)
             if lines:
                 self.sent = max(self.sent, lines[-1].seq)
-                out += [Event.make(line_event(line)) for line in lines]
+                for line in lines:
+                    self.finals[line.speaker or ""] = line.seq
+                # Lines of participant tracks carry their speaker's current name.
+                names = None
+                if any(line.speaker for line in lines):
+                    names = await self.repo.speaker_names(self.viewer.session_id)
+                out += [Event.make(line_event(line, names)) for line in lines]
             if len(lines) < REPLAY_BATCH:
                 return out
             after = lines[-1].seq
@@ -419,16 +442,34 @@ class Follow:
             self.done = True
         return out
 
+    def gap(self, event: Event) -> bool:
+        """Whether ``event`` is a final that skips seqs this viewer has not had: the
+        tracks of a session on different nodes publish independently, so seq n+1 may
+        arrive before n. The store has n whenever it has n+1 (seqs are allocated in the
+        transaction that persists the line), so a replay from it fills the gap. Asked
+        once per final: if the replay did not fill it, the final goes out anyway."""
+        seq = event.seq
+        return (
+            event.is_final
+            and seq is not None
+            and 0 <= self.sent < seq - 1
+            and seq != self.gap_seq
+            and event.type == "transcript"
+        )
+
     def admit(self, event: Event) -> bool:
         """Whether a live transcript is new to this viewer (and note it if final)."""
         seq = event.seq
         if seq is None or event.revised:
             return True  # a correction passes whatever the viewer's seq
-        if seq <= self.sent:
-            return False  # already replayed (or superseded by its final)
         if event.is_final:
+            if seq <= self.sent:
+                return False  # already replayed
             self.sent = seq
-        return True
+            self.finals[event.speaker] = seq
+            return True
+        # An interim is stale once its own speaker's final is out.
+        return seq > self.finals.get(event.speaker, -1)
 
     def take(self) -> list[Event | object]:
         """What the mailbox holds that this viewer should get, in order.
@@ -453,10 +494,20 @@ class Follow:
             if kind.startswith("_"):
                 continue  # node-to-node control
             if kind == "transcript" and item.seq is not None and not item.revised:
-                if item.seq <= sent:
-                    continue  # already replayed (or superseded by its final)
                 if item.is_final:
+                    if item.seq <= sent:
+                        continue  # already replayed
+                    if 0 <= sent < item.seq - 1 and item.seq != self.gap_seq:
+                        # A gap (another node's final not here yet): fill it from the
+                        # store first; this final waits in the mailbox.
+                        self.gap_seq = item.seq
+                        self.resync = True
+                        mailbox.push_front(items[i:])
+                        break
                     sent = item.seq
+                    self.finals[item.speaker] = sent
+                elif item.seq <= self.finals.get(item.speaker, -1):
+                    continue  # its speaker's final is out already
             out.append(item)
             if kind == "session-end":
                 self.done = True

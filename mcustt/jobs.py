@@ -363,8 +363,17 @@ class JobRunner:
         rows = await self.repo.lines(
             sid, from_seq=job.payload.get("fromSeq"), to_seq=job.payload.get("toSeq")
         )
+        # Summarizers attribute by name ("Priya: I'll write the migration" -> owner
+        # Priya): lines of participant tracks carry their speaker's current name.
+        names = await self.repo.speaker_names(sid) if any(r.speaker for r in rows) else {}
         lines = [
-            Line(text=r.text, seq=r.seq, ts=r.ts / 1000, lang=r.lang, speaker=r.speaker)
+            Line(
+                text=r.text,
+                seq=r.seq,
+                ts=r.ts / 1000,
+                lang=r.lang,
+                speaker=names.get(r.speaker, r.speaker) if r.speaker else None,
+            )
             for r in rows
         ]
         lang = session.detected_lang or session.source_lang

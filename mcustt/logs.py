@@ -19,7 +19,8 @@ import structlog
 _HANDLER_NAME = "mcustt"
 _SECRET_FIELD = re.compile(r"(key|token|secret|authorization|password)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(
-    r"(sk_mcustt_[A-Za-z0-9_\-]+|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)"
+    r"(sk_mcustt_[A-Za-z0-9_\-]+|brk_[A-Za-z0-9_\-]+"  # tenant keys, Jitsi bridge keys
+    r"|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)"
 )
 
 

@@ -257,6 +257,8 @@ def _session_links() -> dict[str, Schema]:
             "requestBody": owner,
         },
         "EndSession": {"operationId": "endSession", "parameters": sid},
+        "ListSpeakers": {"operationId": "listSpeakers", "parameters": sid},
+        "SetSpeakerName": {"operationId": "setSpeakerName", "parameters": sid},
     }
 
 
@@ -277,7 +279,9 @@ def _paths() -> dict[str, Schema]:
     }
     transcript_ok = {
         "description": "The transcript. `json` is structured; `srt` and `vtt` are subtitle "
-        "files with cue times from the audio offsets; `txt` is one line per final.",
+        "files with cue times from the audio offsets; `txt` is one line per final. Lines "
+        "of participant tracks name their speaker (current name): `speaker` in json, a "
+        "voice span `<v Name>` in vtt, a `Name: ` prefix in srt and txt; one cue per line.",
         "content": {
             "application/json": {"schema": _ref("Transcript")},
             "application/x-subrip": {"schema": STR},
@@ -457,10 +461,18 @@ def _paths() -> dict[str, Schema]:
                 "mintIngestToken",
                 "Fresh single-use ingest token to reconnect a producer",
                 tag=sessions,
-                security=OWNER,
-                body=owner_body,
-                description="Replaces any unused ingest token. Owner secret only: the "
-                "tenant key is refused (401 `WRONG_CREDENTIAL`).",
+                security=tenant_or_owner,
+                body=_body(
+                    wire.IngestTokenRequest,
+                    required=False,
+                    description='`{"ownerSecret": "…"}` when not using the tenant key; '
+                    '`participant: {"id", "name"}` binds the token to that participant\'s '
+                    "track.",
+                ),
+                description="Replaces any unused ingest token (of the same participant, "
+                "for a participant-bound one). The mixed producer's token: owner secret "
+                "only (the tenant key is refused, 401 `WRONG_CREDENTIAL`); a "
+                "participant-bound token: owner secret or tenant key.",
                 ok={200: _json(_ref("IngestToken"), "A fresh ingest token.")},
                 errors=(400, 401, 404, 409),
             ),
@@ -502,7 +514,8 @@ def _paths() -> dict[str, Schema]:
                 ],
                 description="Events `ready`, `transcript` (finals carry `id: seq`; a "
                 'correction of a final, `"revised": true`, carries none), '
-                "`language`, `session-end`, `error`; a keepalive comment every 15 s.",
+                "`language`, `speaker` (a participant was named), `session-end`, `error`; "
+                "a keepalive comment every 15 s.",
                 ok={
                     200: {
                         "description": "An event stream until the session ends.",
@@ -692,6 +705,8 @@ def _paths() -> dict[str, Schema]:
         **_transcribe_paths(),
         **_compat_paths(),
         **_meeting_ai_paths(),
+        **_speaker_paths(),
+        **_bridge_paths(),
     }
 
 
@@ -945,6 +960,107 @@ def _try_paths() -> dict[str, Schema]:
                 "captions, download the transcript, read the summary, ask, fix a line.",
                 ok={200: {"description": "HTML.", "content": {"text/html": {"schema": STR}}}},
             )
+        },
+    }
+
+
+def _speaker_paths() -> dict[str, Schema]:
+    """Speaker names (issue 14)."""
+    speaker_id = {
+        "name": "speaker_id",
+        "in": "path",
+        "required": True,
+        "description": "The participant id (the one its ingest token was minted for).",
+        "schema": {"type": "string", "pattern": wire.PARTICIPANT_ID_PATTERN},
+    }
+    return {
+        "/api/sessions/{session_id}/speakers": {
+            "parameters": [SESSION_ID],
+            "get": _op(
+                "listSpeakers",
+                "The session's named speakers",
+                tag="Transcripts",
+                security=TENANT + READ,
+                ok={200: _json(_ref("SpeakerList"), "Every named speaker, by id.")},
+                errors=(401, 403, 404),
+            ),
+        },
+        "/api/sessions/{session_id}/speakers/{speaker_id}": {
+            "parameters": [SESSION_ID, speaker_id],
+            "put": _op(
+                "setSpeakerName",
+                "Set or change a speaker's display name",
+                tag="Transcripts",
+                security=TENANT + OWNER,
+                body=_body(wire.SpeakerNameBody, required=True),
+                description="Live or after the end. Viewers get a `speaker` event and "
+                "rename the lines they show; exports, replays and summaries use the "
+                "current name.",
+                ok={200: _json(_ref("Speaker"), "The speaker as now named.")},
+                errors=(400, 401, 404),
+            ),
+        },
+    }
+
+
+def _bridge_paths() -> dict[str, Schema]:
+    """The Jitsi bridge's credentials and meetings (issue 14)."""
+    bridges = "Jitsi bridge"
+    bridge_id = _path_param("bridge_id", "The bridge credential id (`brg_…`).")
+    meeting_id = {
+        "name": "meeting_id",
+        "in": "path",
+        "required": True,
+        "description": "The Jitsi meeting id (the bridge's `sessionId`).",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.@:-]{1,200}$"},
+    }
+    return {
+        "/api/bridges": {
+            "post": _op(
+                "createBridgeKey",
+                "Mint a Jitsi bridge credential",
+                tag=bridges,
+                security=TENANT,
+                body=_body(wire.BridgeKeyCreate, required=False),
+                description="The credential (`brk_…`) is shown once, with the URL to "
+                "configure as Jicofo's `transcription.url-template`. It opens `/transcribe` "
+                "for this tenant and nothing else.",
+                ok={201: _json(_ref("BridgeKeyWithSecret"), "The credential (shown once).")},
+                errors=(400, 401),
+            ),
+            "get": _op(
+                "listBridgeKeys",
+                "The tenant's bridge credentials (without secrets)",
+                tag=bridges,
+                security=TENANT,
+                ok={200: _json(_ref("BridgeKeyList"), "Oldest first, revoked ones too.")},
+                errors=(401,),
+            ),
+        },
+        "/api/bridges/{bridge_id}": {
+            "parameters": [bridge_id],
+            "delete": _op(
+                "revokeBridgeKey",
+                "Revoke a bridge credential",
+                tag=bridges,
+                security=TENANT,
+                description="New connections with it are refused at once; sockets open "
+                "with it are closed (1008 `BRIDGE_KEY_REVOKED`) within 10 s. Idempotent.",
+                ok={200: _json(_ref("BridgeKeyInfo"), "The credential, revoked.")},
+                errors=(401, 404),
+            ),
+        },
+        "/api/jitsi/meetings/{meeting_id}": {
+            "parameters": [meeting_id],
+            "get": _op(
+                "getJitsiMeeting",
+                "The session a Jitsi meeting feeds",
+                tag=bridges,
+                security=TENANT,
+                description="With fresh embed and subscribe tokens and URLs.",
+                ok={200: _json(_ref("JitsiSessionInfo"), "The meeting's session.")},
+                errors=(401, 404),
+            ),
         },
     }
 
@@ -1208,9 +1324,25 @@ WEBSOCKETS: list[Schema] = [
         "summary": "Read-only event socket",
         "auth": "`?token=SUBSCRIBE_OR_EMBED_TOKEN`; `&lastSeq=N` replays finals after N",
         "send": "nothing (a binary frame closes 1003)",
-        "receive": "`transcript`, `language`, `session-end`; a correction of a final is a "
+        "receive": "`transcript`, `language`, `speaker`, `session-end`; a correction of a "
+        "final is a "
         '`transcript` with its seq and `"revised": true` (replace that line\'s text)',
         "close": "1000 session ended, 1008 `SLOW_CONSUMER` (reconnect with lastSeq)",
+    },
+    {
+        "path": "/transcribe",
+        "summary": "Jitsi videobridge export (the opus-transcriber-proxy protocol)",
+        "auth": "`?key=BRIDGE_CREDENTIAL` (`brk_…`, `POST /api/bridges`) or "
+        "`Authorization: Bearer`; `?sessionId=MEETING&sendBack=true&sendBackInterim=true"
+        "&lang=…`",
+        "send": '`{"event":"start","start":{"tag","mediaFormat"}}`, `{"event":"media",'
+        '"media":{"tag","chunk","timestamp","payload"}}` (base64 Opus), '
+        '`{"event":"ping","id":N}`, `stop`, `session-end`',
+        "receive": '`{"type":"transcription-result","is_interim","transcript":[{"text"}],'
+        '"participant":{"id","ssrc"?,"name"?},"language","message_id","timestamp"}`, '
+        '`{"event":"pong","id":N}`',
+        "close": "1000 bridge or session gone, 1003 bad query, 1008 credential refused "
+        "(reason names the code), 1009 a frame over 1 MB, 1011 recognizer failure",
     },
 ]
 
@@ -1249,6 +1381,7 @@ def build(public_url: str | None = None) -> dict[str, Any]:
             {"name": "Files", "description": "Audio files transcribed, with speakers."},
             {"name": "Admin", "description": "Operator-only tenant provisioning."},
             {"name": "Embed", "description": "The caption iframe."},
+            {"name": "Jitsi bridge", "description": "Bridge credentials and meetings."},
             {
                 "name": "Text to speech",
                 "description": "Speech from text, at signed URLs; seed 000's `/v1/tts`.",

@@ -1,11 +1,17 @@
 """The session pipeline (transport-free) and the registry of live pipelines.
 
-An ingest adapter (``/ws/stt`` or WHIP) claims the producer slot, opens a
+An ingest adapter (``/ws/stt``, WHIP, the Jitsi bridge) claims a producer slot, opens a
 :class:`SessionPipeline`, pushes 16 kHz mono PCM16 chunks and finally closes it. The
-pipeline runs VAD, feeds each utterance to a recognizer stream, numbers finals with the
-session's gap-free seq, persists each final *before* publishing it, counts audio
-against the tenant's daily cap, and reports everything through the hub (viewers) and
-the adapter's sink (the producer's own socket).
+pipeline runs VAD, feeds each utterance to a recognizer stream, persists each final
+*before* publishing it (the store gives it the session's next gap-free seq), counts
+audio against the tenant's daily cap, and reports everything through the hub (viewers)
+and the adapter's sink (the producer's own socket).
+
+A session has one pipeline per track (issue 14): the mixed producer's (no speaker), and
+one per participant (its events carry ``speaker``). The tracks of a session on one node
+share a :class:`SeqLine`: allocating, persisting and publishing a final happen under its
+lock, so this node publishes the session's finals in seq order; a gap left by another
+node's track is filled by the viewers from the store (:mod:`mcustt.fanout`).
 
 Like websockets' Sans-I/O split, nothing here knows about sockets.
 """
@@ -32,7 +38,14 @@ from mcustt.sessions import SessionService
 from mcustt.store.models import Session, Tenant, TranscriptLine
 from mcustt.types import pcm_ms
 from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
-from mcustt.wire import ChannelMessage, ProducerEvent, ServerEvent, merge_keywords
+from mcustt.wire import (
+    ChannelMessage,
+    ProducerEvent,
+    ServerEvent,
+    SessionEndEvent,
+    Speaker,
+    merge_keywords,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -49,13 +62,14 @@ class TranscriptStore(Protocol):
         self,
         session_id: str,
         *,
-        seq: int,
+        seq: int | None = None,
         text: str,
         lang: str,
         ts: int,
         start_ms: int,
         end_ms: int,
         audio_ms: int,
+        speaker: str | None = None,
     ) -> TranscriptLine: ...
 
     async def set_detected_lang(self, session_id: str, lang: str) -> None: ...
@@ -163,8 +177,24 @@ class AudioQueue:
         return item
 
 
+class SeqLine:
+    """What the tracks of one session on this node share: the lock that keeps
+    allocate → persist → publish of a final in order, and the last seq seen (interims
+    carry the one after it: the seq the session would give next)."""
+
+    __slots__ = ("last", "lock")
+
+    def __init__(self, last_seq: int) -> None:
+        self.lock = asyncio.Lock()
+        self.last = last_seq
+
+
+#: A track of a session: (session id, participant id; None for the mixed producer).
+TrackKey = tuple[str, str | None]
+
+
 class SessionPipeline:
-    """One session's audio → finals, on this node, for as long as its producer is here.
+    """One track's audio → finals, on this node, for as long as its producer is here.
 
     Its collaborators are passed in, so a test can build one with fakes and no server.
     """
@@ -181,6 +211,9 @@ class SessionPipeline:
         usage: Meter,
         metrics: Metrics,
         config: PipelineConfig,
+        participant: Speaker | None = None,
+        seq_line: SeqLine | None = None,
+        producer_id: str = "",
     ) -> None:
         self.recognizer = recognizer
         self.store = store
@@ -206,7 +239,12 @@ class SessionPipeline:
                 log.warning("reduceNoise asked, but this node has no noise suppressor")
         self.detected = session.detected_lang
         self.sink = sink
-        self.next_seq = session.last_seq + 1
+        #: the participant whose track this is (None: the mixed producer)
+        self.participant = participant
+        self.participant_id = participant["id"] if participant is not None else None
+        self.producer_id = producer_id
+        self.end_sent = False
+        self.seq_line = seq_line if seq_line is not None else SeqLine(session.last_seq)
         #: audio received in this session, across reconnects (line offsets use it)
         self.audio_ms = session.audio_ms
         #: the segmenter counts from this pipeline's first byte; lines use session time
@@ -226,6 +264,17 @@ class SessionPipeline:
         self.finished = asyncio.Event()
         self.failure: MCUSTTError | None = None
         self.log = log.bind(session_id=session.id, tenant_id=tenant.id)
+        if self.participant_id is not None:
+            self.log = self.log.bind(participant_id=self.participant_id)
+
+    @property
+    def key(self) -> TrackKey:
+        return (self.session_id, self.participant_id)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the session would give its next final (as this node knows it)."""
+        return self.seq_line.last + 1
 
     # -- adapter side ------------------------------------------------------------------
 
@@ -315,6 +364,24 @@ class SessionPipeline:
         await self._queue.put(None)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._runner)
+
+    def renamed(self, speaker: object) -> None:
+        """A ``speaker`` event's speaker: if it is this track's, its events carry the new
+        name from now on."""
+        if (
+            self.participant is not None
+            and isinstance(speaker, dict)
+            and speaker.get("id") == self.participant_id
+            and isinstance(speaker.get("name"), str)
+        ):
+            self.participant = events.speaker(self.participant["id"], speaker["name"])
+
+    def end(self, event: SessionEndEvent) -> None:
+        """Tell the producer the session ended, once (this node's end, or another
+        node's seen on the channel)."""
+        if not self.end_sent:
+            self.end_sent = True
+            self.sink(event)
 
     async def abort(self) -> None:
         """Stop at once (shutdown of a stuck engine); unfinalized speech is lost."""
@@ -445,29 +512,48 @@ class SessionPipeline:
             self._last_interim = (self.next_seq, text)
             await self._emit(
                 events.transcript(
-                    seq=self.next_seq, text=text, is_final=False, lang=lang, ts=now_ms
+                    seq=self.next_seq,
+                    text=text,
+                    is_final=False,
+                    lang=lang,
+                    ts=now_ms,
+                    speaker=self.participant,
                 )
             )
             return
-        seq = self.next_seq
         start = utt_start_ms + (hyp.start_ms or 0)
         end = utt_start_ms + hyp.end_ms if hyp.end_ms is not None else self.audio_ms
-        # Persist first: a final anyone has seen can always be replayed.
-        await self.store.append_final(
-            self.session_id,
-            seq=seq,
-            text=text,
-            lang=lang,
-            ts=now_ms,
-            start_ms=start,
-            end_ms=max(end, start),
-            audio_ms=self.audio_ms,
-        )
-        self.next_seq = seq + 1
-        self.metrics.finals.inc()
-        if self._utt_end_wall:
-            self.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
-        await self._emit(events.transcript(seq=seq, text=text, is_final=True, lang=lang, ts=now_ms))
+        line = self.seq_line
+        # One final of the session at a time on this node, from allocation to publish:
+        # viewers get this node's finals in seq order.
+        async with line.lock:
+            # Persist first: a final anyone has seen can always be replayed. The store
+            # allocates the seq (shared with the session's other tracks, on any node).
+            persisted = await self.store.append_final(
+                self.session_id,
+                text=text,
+                lang=lang,
+                ts=now_ms,
+                start_ms=start,
+                end_ms=max(end, start),
+                audio_ms=self.audio_ms,
+                speaker=self.participant_id,
+            )
+            seq = persisted.seq
+            line.last = max(line.last, seq)
+            self.metrics.finals.inc()
+            if self._utt_end_wall:
+                self.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
+            await self._emit(
+                events.transcript(
+                    seq=seq,
+                    text=text,
+                    is_final=True,
+                    lang=lang,
+                    ts=now_ms,
+                    speaker=self.participant,
+                )
+            )
 
     async def _emit(self, event: ServerEvent) -> None:
         self.sink(event)
@@ -491,7 +577,8 @@ class SessionPipeline:
 
 
 class PipelineRegistry:
-    """The pipelines whose producer is connected to this node.
+    """The pipelines whose producer is connected to this node: one per track, keyed
+    (session id, participant id or None for the mixed producer).
 
     It owns each pipeline's lease keeper and the tasks that end sessions on another
     node's request, and cancels them in :meth:`aclose`.
@@ -518,20 +605,40 @@ class PipelineRegistry:
         self.config = config
         #: called once for each session this node ended (queues its summary)
         self.on_ended = on_ended
-        self._live: dict[str, SessionPipeline] = {}
-        self._keepers: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[TrackKey, SessionPipeline] = {}
+        self._keepers: dict[TrackKey, asyncio.Task[None]] = {}
+        #: per session with a track here: the order of its finals on this node
+        self._lines: dict[str, SeqLine] = {}
         self._enders: set[asyncio.Task[None]] = set()
+        #: sessions this node is finalizing on another node's stop (one task each)
+        self._stopping: set[str] = set()
 
-    def get(self, session_id: str) -> SessionPipeline | None:
-        return self._live.get(session_id)
+    def get(self, session_id: str, participant_id: str | None = None) -> SessionPipeline | None:
+        return self._live.get((session_id, participant_id))
+
+    def tracks(self, session_id: str) -> list[SessionPipeline]:
+        """The session's pipelines on this node (mixed and participants)."""
+        return [p for key, p in self._live.items() if key[0] == session_id]
 
     def __len__(self) -> int:
         return len(self._live)
 
     async def open(
-        self, session: Session, tenant: Tenant, producer_id: str, sink: Sink
+        self,
+        session: Session,
+        tenant: Tenant,
+        producer_id: str,
+        sink: Sink,
+        *,
+        participant: Speaker | None = None,
     ) -> SessionPipeline:
-        """Start a pipeline for a session whose producer claim this node holds."""
+        """Start a pipeline for a track whose producer claim this node holds
+        (``participant``: that participant's track; None: the mixed producer)."""
+        line = self._lines.get(session.id)
+        if line is None:
+            line = self._lines[session.id] = SeqLine(session.last_seq)
+        else:
+            line.last = max(line.last, session.last_seq)
         pipeline = SessionPipeline(
             session,
             tenant,
@@ -542,11 +649,15 @@ class PipelineRegistry:
             usage=self.usage,
             metrics=self.metrics,
             config=self.config,
+            participant=participant,
+            seq_line=line,
+            producer_id=producer_id,
         )
-        self._live[session.id] = pipeline
+        key = pipeline.key
+        self._live[key] = pipeline
         pipeline.start()
-        self._keepers[session.id] = asyncio.create_task(
-            self._keep(session.id, producer_id), name=f"lease-{session.id}"
+        self._keepers[key] = asyncio.create_task(
+            self._keep(key, producer_id), name=f"lease-{session.id}"
         )
         self.metrics.producers.set(len(self._live))
         return pipeline
@@ -554,20 +665,24 @@ class PipelineRegistry:
     async def release(self, pipeline: SessionPipeline, producer_id: str) -> None:
         """The producer left: finalize, persist, give up the claim (session stays live)."""
         await pipeline.close()
-        await self._forget(pipeline.session_id, producer_id)
+        await self._forget(pipeline.key, producer_id)
 
-    async def _forget(self, session_id: str, producer_id: str) -> None:
-        keeper = self._keepers.pop(session_id, None)
+    async def _forget(self, key: TrackKey, producer_id: str) -> None:
+        keeper = self._keepers.pop(key, None)
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        self._live.pop(session_id, None)
+        self._live.pop(key, None)
+        session_id, participant_id = key
+        if not self.tracks(session_id):
+            self._lines.pop(session_id, None)
         self.metrics.producers.set(len(self._live))
-        await self.sessions.release_producer(session_id, producer_id)
+        await self.sessions.release_producer(session_id, producer_id, participant_id)
 
-    async def _keep(self, session_id: str, producer_id: str) -> None:
-        """Renew the producer lease, and obey a stop published by another node."""
+    async def _keep(self, key: TrackKey, producer_id: str) -> None:
+        """Renew the track's lease, and obey a stop published by another node."""
+        session_id, participant_id = key
         viewer = await self.hub.join(session_id)
         try:
             while True:
@@ -577,50 +692,76 @@ class PipelineRegistry:
                         viewer.queue.get(), timeout=random.uniform(7.0, 13.0)
                     )
                     if isinstance(item, events.Event) and item.type == "_stop":
-                        pipeline = self._live.get(session_id)
+                        if key in self._live and session_id not in self._stopping:
+                            # Not awaited here: finalizing the pipelines ends this
+                            # keeper (it is cancelled by _forget).
+                            self._spawn_stop(session_id)
+                    elif isinstance(item, events.Event) and item.type == "speaker":
+                        # Renamed (PUT .../speakers/:id, any node): later events of the
+                        # track carry the new name.
+                        pipeline = self._live.get(key)
                         if pipeline is not None:
-                            reason = str(item.data.get("reason") or "deleted")
-                            # Not awaited here: ending finalizes the pipeline, which
-                            # ends this keeper (it is cancelled by _forget).
-                            self._spawn_end(pipeline, reason)
+                            pipeline.renamed(item.data.get("speaker"))
+                    elif isinstance(item, events.Event) and item.type == "session-end":
+                        # Ended by another node: this track's producer is told too.
+                        pipeline = self._live.get(key)
+                        if pipeline is not None:
+                            pipeline.end(cast(SessionEndEvent, item.data))
                     continue
-                await self.sessions.renew_producer(session_id, producer_id)
+                await self.sessions.renew_producer(session_id, producer_id, participant_id)
         finally:
             await self.hub.leave(viewer)
 
-    def _spawn_end(self, pipeline: SessionPipeline, reason: str) -> None:
-        task = asyncio.create_task(
-            self._end_local(pipeline, reason), name=f"end-{pipeline.session_id}"
-        )
+    def _spawn_stop(self, session_id: str) -> None:
+        self._stopping.add(session_id)
+        task = asyncio.create_task(self._stop_local(session_id), name=f"end-{session_id}")
         self._enders.add(task)
         task.add_done_callback(self._enders.discard)
 
-    async def _end_local(self, pipeline: SessionPipeline, reason: str) -> None:
-        session = await self.sessions.get(pipeline.session_id)
-        if session is not None:
-            await self.end_session(session, reason=reason)
+    async def _stop_local(self, session_id: str) -> None:
+        """Another node is ending the session: finalize this node's tracks (their last
+        finals persisted and published) and give up their claims, which tells that node
+        it may end the session now."""
+        try:
+            pipelines = self.tracks(session_id)
+            await asyncio.gather(*(p.close() for p in pipelines), return_exceptions=True)
+            for p in pipelines:
+                await self.sessions.release_producer(session_id, p.producer_id, p.participant_id)
+        finally:
+            self._stopping.discard(session_id)
+
+    async def _remote_producers(self, session: Session, local: set[str]) -> bool:
+        """Whether a producer of the session (mixed or track) is connected to another
+        node (``local``: the producer ids on this node)."""
+        fresh = await self.sessions.get(session.id)
+        if fresh is None or fresh.status == "ended":
+            return False
+        if await self.sessions.producer_connected(fresh) and fresh.producer_id not in local:
+            return True
+        tracks = await self.sessions.repo.connected_tracks(session.id)
+        return any(t.producer_id not in local for t in tracks)
 
     async def end_session(self, session: Session, *, reason: str) -> None:
-        """End a session (idempotent): finalize its pipeline wherever it runs, persist,
+        """End a session (idempotent): finalize every track wherever it runs, persist,
         mark it ended, tell everyone, queue its summary."""
-        pipeline = self._live.get(session.id)
-        if pipeline is not None:
-            await pipeline.close()
-        elif await self.sessions.producer_connected(session):
-            # The producer is on another node: ask it to finalize first, so the last
-            # final precedes session-end; take over if it does not answer in time.
+        pipelines = self.tracks(session.id)
+        local = {p.producer_id for p in pipelines}
+        await asyncio.gather(*(p.close() for p in pipelines))
+        if await self._remote_producers(session, local):
+            # Producers on other nodes: ask them to finalize first, so their last finals
+            # precede session-end (they give up their claims when done); take over if
+            # they do not answer in time.
             await self.hub.publish(session.id, events.stop(reason))
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                fresh = await self.sessions.get(session.id)
-                if fresh is None or fresh.status == "ended":
-                    return
+                if not await self._remote_producers(session, local):
+                    break
                 await asyncio.sleep(0.1)
         if await self.sessions.mark_ended(session.id, reason):
             log.info("session ended", session_id=session.id, reason=reason)
             end = events.session_end(reason)
-            if pipeline is not None:
-                pipeline.sink(end)
+            for pipeline in pipelines:
+                pipeline.end(end)
             with contextlib.suppress(Exception):
                 await self.hub.publish(session.id, end)
             await self.on_ended(session)
@@ -628,14 +769,12 @@ class PipelineRegistry:
     async def aclose(self) -> None:
         """Shutdown: finalize every local pipeline (bounded wait), release claims, then
         stop whatever is still ending a session for another node."""
-        for session_id, pipeline in list(self._live.items()):
+        for key, pipeline in list(self._live.items()):
             try:
                 await asyncio.wait_for(pipeline.close(), timeout=10)
             except TimeoutError:
                 await pipeline.abort()
-            session = await self.sessions.get(session_id)
-            if session is not None and session.producer_id:
-                await self._forget(session_id, session.producer_id)
+            await self._forget(key, pipeline.producer_id)
         for task in list(self._enders):
             task.cancel()
         for task in list(self._enders):

@@ -144,15 +144,26 @@ class SessionService:
             "subscribeUrl": f"{ws}/ws/subscribe?token={subscribe}",
         }
 
-    async def rotate_ingest_token(self, session: Session) -> wire.IngestToken:
-        """A fresh single-use ingest token; it replaces any unused one."""
+    async def rotate_ingest_token(
+        self, session: Session, participant: wire.Participant | None = None
+    ) -> wire.IngestToken:
+        """A fresh single-use ingest token; it replaces any unused one (of the same
+        participant, for a participant-bound token: each participant's track has its
+        own token, and other participants' unused tokens stay valid)."""
         if session.status != "live":
             raise Conflict(
                 "the session has ended; it cannot be ingested into",
                 code=wire.ErrorCode.SESSION_ENDED,
             )
-        token, claims = self.issuer.mint(session.id, session.tenant_id, "ingest")
-        await self.repo.set_ingest_jti(session.id, claims.jti)
+        if participant is None:
+            token, claims = self.issuer.mint(session.id, session.tenant_id, "ingest")
+            await self.repo.set_ingest_jti(session.id, claims.jti)
+            return self.ingest_urls(session.id, token)
+        name = participant.name or participant.id
+        token, claims = self.issuer.mint(
+            session.id, session.tenant_id, "ingest", participant=(participant.id, name)
+        )
+        await self.repo.set_track_jti(session.id, session.tenant_id, participant.id, claims.jti)
         return self.ingest_urls(session.id, token)
 
     # -- lookups and authorization --------------------------------------------
@@ -203,9 +214,16 @@ class SessionService:
     # -- the producer claim -------------------------------------------------------
 
     async def claim_producer(
-        self, session_id: str, *, jti: str | None, producer_id: str, tenant: Tenant
+        self,
+        session_id: str,
+        *,
+        jti: str | None,
+        producer_id: str,
+        tenant: Tenant,
+        participant_id: str | None = None,
     ) -> Session:
-        """Burn the ingest token (when given) and take the producer lease, atomically.
+        """Burn the ingest token (when given) and take the producer lease, atomically:
+        the session's (mixed producer), or ``participant_id``'s track's.
 
         Raises:
             NotFound: no such session.
@@ -214,14 +232,25 @@ class SessionService:
             RateLimited: the tenant is at its concurrent-ingest cap.
         """
         cap = self.settings.max_concurrent_ingest
-        claim = await self.repo.claim_producer(
-            session_id,
-            tenant_id=tenant.id,
-            jti=jti,
-            producer_id=producer_id,
-            lease_s=self.lease_s,
-            max_active=cap,
-        )
+        if participant_id is not None:
+            claim = await self.repo.claim_track(
+                session_id,
+                participant_id,
+                tenant_id=tenant.id,
+                jti=jti,
+                producer_id=producer_id,
+                lease_s=self.lease_s,
+                max_active=cap,
+            )
+        else:
+            claim = await self.repo.claim_producer(
+                session_id,
+                tenant_id=tenant.id,
+                jti=jti,
+                producer_id=producer_id,
+                lease_s=self.lease_s,
+                max_active=cap,
+            )
         if claim.outcome == "capped":
             raise RateLimited(
                 f"the tenant has {claim.active} producers connected (cap {cap})",
@@ -237,6 +266,18 @@ class SessionService:
             raise NotFound(f"no session {session_id!r}", code=wire.ErrorCode.SESSION_NOT_FOUND)
         if session.status != "live":
             raise Conflict("the session has ended", code=wire.ErrorCode.SESSION_ENDED)
+        if participant_id is not None:
+            track = await self.repo.get_track(session_id, participant_id)
+            if jti is not None and (track is None or track.ingest_jti != jti):
+                raise Unauthorized(
+                    "this ingest token was already used or replaced; mint a fresh one for "
+                    "this participant with POST /api/sessions/:id/ingest-token",
+                    code=wire.ErrorCode.TOKEN_BURNED,
+                )
+            raise Conflict(
+                f"participant {participant_id!r} already has a producer connected to this session",
+                code=wire.ErrorCode.ALREADY_CONNECTED,
+            )
         if jti is not None and session.ingest_jti != jti:
             raise Unauthorized(
                 "this ingest token was already used or replaced; mint a fresh one with "
@@ -252,11 +293,22 @@ class SessionService:
     def lease_s(self) -> float:
         return 30.0
 
-    async def renew_producer(self, session_id: str, producer_id: str) -> bool:
+    async def renew_producer(
+        self, session_id: str, producer_id: str, participant_id: str | None = None
+    ) -> bool:
+        if participant_id is not None:
+            return await self.repo.renew_track(
+                session_id, participant_id, producer_id, lease_s=self.lease_s
+            )
         return await self.repo.renew_producer(session_id, producer_id, lease_s=self.lease_s)
 
-    async def release_producer(self, session_id: str, producer_id: str) -> None:
-        await self.repo.release_producer(session_id, producer_id)
+    async def release_producer(
+        self, session_id: str, producer_id: str, participant_id: str | None = None
+    ) -> None:
+        if participant_id is not None:
+            await self.repo.release_track(session_id, participant_id, producer_id)
+        else:
+            await self.repo.release_producer(session_id, producer_id)
 
     # -- ending ------------------------------------------------------------------
 
@@ -270,6 +322,12 @@ class SessionService:
             and session.producer_lease_until
             and session.producer_lease_until > time.time()
         )
+
+    async def any_producer_connected(self, session: Session) -> bool:
+        """The mixed producer or any participant track holds a lease (on any node)."""
+        if await self.producer_connected(session):
+            return True
+        return bool(await self.repo.connected_tracks(session.id))
 
     # -- state document (§9) -------------------------------------------------------
 
@@ -291,7 +349,7 @@ class SessionService:
             "detectedLangName": language_name(fresh.detected_lang),
             "lineCount": snap.line_count,
             "lastSeq": fresh.last_seq,
-            "ingestConnected": await self.producer_connected(fresh),
+            "ingestConnected": await self.any_producer_connected(fresh),
             "subscribers": subscribers,
             "summaryStatus": summary_status,
             "audioSeconds": round(fresh.audio_ms / 1000, 1),

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from starlette.requests import HTTPConnection
 
+from mcustt.bridges import BridgeService
 from mcustt.config import Settings
 from mcustt.corrections import Corrections
 from mcustt.denoise import make_suppressor
@@ -60,6 +61,7 @@ class AppState:
     usage: UsageMeter
     jobs: JobRunner
     pipelines: PipelineRegistry
+    bridges: BridgeService
     #: webhook endpoints, their delivery workers, the polling triggers (issue 16)
     webhooks: WebhookService
     #: corrections of transcript lines (issue 16)
@@ -146,6 +148,15 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         # First to close of the services: live pipelines finalize, so every final
         # already recognized is persisted (and its summary queued).
         stack.push_async_callback(pipelines.aclose)
+        # Jitsi bridge meetings (issue 14): its grace-period enders close before the
+        # pipelines do (they end sessions through them).
+        bridges = BridgeService(
+            repo,
+            sessions,
+            s,
+            lambda session, reason: pipelines.end_session(session, reason=reason),
+        )
+        stack.push_async_callback(bridges.aclose)
         retention = Retention(
             repo,
             pipelines.end_session,
@@ -195,6 +206,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             usage=usage,
             jobs=jobs,
             pipelines=pipelines,
+            bridges=bridges,
             webhooks=webhooks,
             corrections=Corrections(repo, hub.publish),
             tts=tts,

@@ -21,7 +21,7 @@ from typing import Literal, cast
 import jwt
 
 from mcustt.errors import Unauthorized
-from mcustt.wire import ErrorCode
+from mcustt.wire import PARTICIPANT_ID_PATTERN, UNSTORABLE_TEXT, ErrorCode
 
 Scope = Literal["ingest", "embed", "subscribe"]
 READ_SCOPES: frozenset[str] = frozenset({"embed", "subscribe"})
@@ -58,6 +58,9 @@ class Claims:
     scope: Scope
     jti: str
     exp: int
+    #: the participant an ingest token is bound to (issue 14): its track, and its name
+    participant_id: str | None = None
+    participant_name: str | None = None
 
 
 class TokenIssuer:
@@ -66,23 +69,32 @@ class TokenIssuer:
         self.ingest_ttl_s = ingest_ttl_s
         self.read_ttl_s = read_ttl_s
 
-    def mint(self, session_id: str, tenant_id: str, scope: Scope) -> tuple[str, Claims]:
+    def mint(
+        self,
+        session_id: str,
+        tenant_id: str,
+        scope: Scope,
+        *,
+        participant: tuple[str, str] | None = None,
+    ) -> tuple[str, Claims]:
+        """``participant``: (id, name) an ingest token is bound to (claims ``pid``,
+        ``pname``)."""
         now = int(time.time())
         ttl = self.ingest_ttl_s if scope == "ingest" else self.read_ttl_s
-        claims = Claims(session_id, tenant_id, scope, uuid.uuid4().hex, now + ttl)
-        token = jwt.encode(
-            {
-                "iss": ISSUER,
-                "sub": session_id,
-                "tid": tenant_id,
-                "scope": scope,
-                "jti": claims.jti,
-                "iat": now,
-                "exp": claims.exp,
-            },
-            self._secret,
-            algorithm="HS256",
-        )
+        pid, pname = participant if participant is not None else (None, None)
+        claims = Claims(session_id, tenant_id, scope, uuid.uuid4().hex, now + ttl, pid, pname)
+        payload: dict[str, object] = {
+            "iss": ISSUER,
+            "sub": session_id,
+            "tid": tenant_id,
+            "scope": scope,
+            "jti": claims.jti,
+            "iat": now,
+            "exp": claims.exp,
+        }
+        if participant is not None:
+            payload["pid"], payload["pname"] = participant
+        token = jwt.encode(payload, self._secret, algorithm="HS256")
         return token, claims
 
     def verify(self, token: str, *, scopes: frozenset[str] | set[str]) -> Claims:
@@ -125,12 +137,26 @@ class TokenIssuer:
         # bool is an int to Python; a float exp (allowed by RFC 7519) is truncated.
         if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp < 2**63:
             raise _invalid("exp")
-        return Claims(sub, tid, cast(Scope, scope), jti, int(exp))
+        pid, pname = data.get("pid"), data.get("pname")
+        if pid is not None and (
+            not isinstance(pid, str) or not _PARTICIPANT_ID.fullmatch(pid) or scope != "ingest"
+        ):
+            raise _invalid("pid")
+        if pname is not None and (
+            pid is None
+            or not isinstance(pname, str)
+            or not 0 < len(pname) <= 100
+            or UNSTORABLE_TEXT.search(pname)
+        ):
+            raise _invalid("pname")
+        return Claims(sub, tid, cast(Scope, scope), jti, int(exp), pid, pname)
 
 
 #: What an id claim (``sub``, ``tid``, ``jti``) may hold: the alphabet and length of the
 #: ids we mint, so a signed token cannot carry a NUL or a megabyte into a query.
 _CLAIM_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+#: A participant id claim: the wire's participant id pattern.
+_PARTICIPANT_ID = re.compile(PARTICIPANT_ID_PATTERN)
 
 
 def _invalid(claim: str) -> Unauthorized:

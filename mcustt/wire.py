@@ -107,6 +107,11 @@ class ErrorCode(enum.StrEnum):
     # configuration (CLI and startup, never a response)
     CONFIG = "CONFIG"
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
+    # -- jitsi bridge (issue 14)
+    INVALID_BRIDGE_KEY = "INVALID_BRIDGE_KEY"
+    BRIDGE_KEY_REVOKED = "BRIDGE_KEY_REVOKED"
+    BRIDGE_KEY_NOT_FOUND = "BRIDGE_KEY_NOT_FOUND"
+    JITSI_SESSION_NOT_FOUND = "JITSI_SESSION_NOT_FOUND"
 
 
 #: The code of each HTTP status the router itself answers (404, 405…) and the error
@@ -489,6 +494,134 @@ class BatchRequest(Body):
     want: Annotated[list[Want], Field(min_length=1)] = Field(default_factory=_summary_only)
 
 
+# -- speakers and tracks (issue 14) --------------------------------------------------------
+
+#: What a participant id may hold: MCU participant / endpoint ids (Jitsi endpoint ids,
+#: LiveKit identities, e-mail-like ids), bounded by the ``speaker`` column (64).
+PARTICIPANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,64}$"
+ParticipantId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=PARTICIPANT_ID_PATTERN, examples=["p1"])
+]
+
+
+class Participant(Body):
+    """The participant an ingest token is bound to: its audio is that speaker's track."""
+
+    id: ParticipantId
+    name: Annotated[Text, Field(min_length=1, max_length=100, examples=["Priya"])] | None = None
+
+
+class IngestTokenRequest(OwnerSecretBody):
+    """``participant`` binds the token to one participant's track (absent: the session's
+    single mixed producer)."""
+
+    participant: Participant | None = None
+
+
+class Speaker(TypedDict):
+    id: Annotated[str, Field(description="The participant id the ingest token was bound to.")]
+    name: Annotated[str, Field(description="Display name (defaults to the id).")]
+
+
+class SpeakerEvent(TypedDict):
+    """A speaker's name was set or changed during the session (sent to every viewer)."""
+
+    type: Literal["speaker"]
+    speaker: Speaker
+
+
+# -- speaker names (issue 14) ------------------------------------------------------------------
+
+
+class SpeakerNameBody(OwnerSecretBody):
+    """``PUT /api/sessions/:id/speakers/:speakerId``: the speaker's display name."""
+
+    name: Annotated[Text, Field(min_length=1, max_length=100, pattern=r"\S", examples=["Priya"])]
+
+
+class SpeakerList(TypedDict):
+    sessionId: SessionId
+    speakers: Annotated[list[Speaker], Field(description="Named speakers, by id.")]
+
+
+# -- jitsi bridge (issue 14) ---------------------------------------------------------------------
+
+
+class BridgeKeyCreate(Body):
+    """``POST /api/bridges``: a label for the credential (which videobridge uses it)."""
+
+    name: Annotated[Text, Field(min_length=1, max_length=200, examples=["jvb-eu-1"])] | None = None
+
+
+class BridgeKeyInfo(TypedDict):
+    """A Jitsi bridge credential, without its secret."""
+
+    id: Annotated[str, Field(description="`brg_…`; `DELETE /api/bridges/:id` revokes it.")]
+    name: str | None
+    keyPrefix: Annotated[str, Field(description="The first characters of the key.")]
+    createdAt: float
+    revokedAt: float | None
+    lastUsedAt: Annotated[float | None, Field(description="Last accepted connection.")]
+
+
+class BridgeKeyWithSecret(BridgeKeyInfo):
+    key: Annotated[str, Field(description="The bridge credential (`brk_…`). Shown once.")]
+    urlTemplate: Annotated[
+        str,
+        Field(
+            description="The URL to configure as jicofo's `transcription.url-template` "
+            "(`{{MEETING_ID}}` is Jicofo's placeholder)."
+        ),
+    ]
+    note: Literal["shown once"]
+
+
+class BridgeKeyList(TypedDict):
+    bridges: list[BridgeKeyInfo]
+
+
+class JitsiSessionInfo(TypedDict):
+    """The mcustt session a Jitsi meeting feeds (fresh read tokens each call)."""
+
+    jitsiSessionId: str
+    sessionId: SessionId
+    status: SessionStatus
+    embedToken: str
+    embedUrl: Annotated[str, Field(description="`/embed/:id#t=…`, for an iframe.")]
+    subscribeToken: str
+    subscribeUrl: Annotated[str, Field(description="`/ws/subscribe?token=…`.")]
+
+
+class JitsiTranscriptItem(TypedDict):
+    text: str
+    #: only when the recognizer reports one (the proxy omits it likewise)
+    confidence: NotRequired[float]
+
+
+class JitsiParticipant(TypedDict):
+    id: Annotated[str, Field(description="The Jitsi endpoint id (the tag's part before `-`).")]
+    ssrc: NotRequired[Annotated[str, Field(description="The tag's SSRC part, if any.")]]
+    name: NotRequired[str]
+
+
+class JitsiTranscriptionResult(TypedDict):
+    """What ``/transcribe`` sends back to the videobridge, as opus-transcriber-proxy does."""
+
+    type: Literal["transcription-result"]
+    event: Literal["transcription-result"]
+    is_interim: bool
+    transcript: list[JitsiTranscriptItem]
+    participant: JitsiParticipant
+    language: str
+    message_id: Annotated[str, Field(description="Stable for a line's interims and its final.")]
+    timestamp: Annotated[int, Field(description="Unix milliseconds.")]
+
+
+class JitsiPong(TypedDict):
+    event: Literal["pong"]
+    id: NotRequired[int]
+
+
 REQUEST_BODIES: tuple[type[Body], ...] = (
     TenantCreate,
     TenantUpdate,
@@ -496,6 +629,9 @@ REQUEST_BODIES: tuple[type[Body], ...] = (
     OwnerSecretBody,
     SummarizeBody,
     BatchRequest,
+    IngestTokenRequest,
+    SpeakerNameBody,
+    BridgeKeyCreate,
 )
 
 # -- REST responses ----------------------------------------------------------------------------
@@ -619,6 +755,8 @@ class TranscriptLine(TypedDict):
     ts: Annotated[int, Field(description="Wall clock of the final, unix milliseconds.")]
     startMs: Annotated[int, Field(description="Start in the session's audio, ms.")]
     endMs: Annotated[int, Field(description="End in the session's audio, ms.")]
+    #: who said it, by the speaker's current name (participant tracks); absent otherwise
+    speaker: NotRequired[Speaker]
     #: issue 16: present (true) when the line was corrected; ``text`` is the correction
     revised: NotRequired[
         Annotated[bool, Field(description="True: `text` is a correction (see the line).")]
@@ -732,6 +870,12 @@ RESPONSES: tuple[type[Any], ...] = (
     SessionSummaryResult,
     JobAccepted,
     Job,
+    Speaker,
+    SpeakerList,
+    BridgeKeyInfo,
+    BridgeKeyWithSecret,
+    BridgeKeyList,
+    JitsiSessionInfo,
 )
 
 # -- WebSocket / SSE frames (§5) ------------------------------------------------------------------
@@ -757,6 +901,8 @@ class TranscriptEvent(TypedDict):
     seq: int
     lang: str
     ts: int
+    #: who spoke (participant tracks, issue 14); absent for the mixed producer
+    speaker: NotRequired[Speaker]
     #: issue 16: a correction of the final ``seq`` a viewer already has (replace its
     #: text in place; it is not a new line and does not advance the seq)
     revised: NotRequired[bool]
@@ -787,7 +933,7 @@ class PongEvent(TypedDict):
 
 
 #: What the session's channel carries to viewers and producers.
-ServerEvent = TranscriptEvent | LanguageEvent | SessionEndEvent | ErrorEvent
+ServerEvent = TranscriptEvent | LanguageEvent | SessionEndEvent | ErrorEvent | SpeakerEvent
 #: Everything the ingest socket sends its producer.
 ProducerEvent = ReadyEvent | PongEvent | ServerEvent
 
@@ -811,6 +957,7 @@ EVENTS: tuple[type[Any], ...] = (
     SessionEndEvent,
     ErrorEvent,
     PongEvent,
+    SpeakerEvent,
 )
 
 

@@ -33,11 +33,16 @@ class Log:
 
 
 class MemoryStore:
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, last_seq: int = 0) -> None:
         self.log = log
         self.audio_ms = 0
+        self.last_seq = last_seq
 
     async def append_final(self, session_id: str, **line: Any) -> TranscriptLine:
+        # Like the real store: the seq is allocated here, the session's next one.
+        if line.get("seq") is None:
+            line["seq"] = self.last_seq + 1
+        self.last_seq = line["seq"]
         self.log.calls.append(("stored", line["seq"]))
         line.pop("audio_ms")
         return TranscriptLine(session_id=session_id, **line)
@@ -93,7 +98,7 @@ def tenant(daily_minutes_cap: int = 600) -> Tenant:
 def build(
     log: Log, sink: list[ProducerEvent], *, last_seq: int = 0, cap_minutes: int = 600
 ) -> tuple[SessionPipeline, MemoryStore, Meter]:
-    store, meter = MemoryStore(log), Meter()
+    store, meter = MemoryStore(log, last_seq), Meter()
 
     async def publish(session_id: str, event: ChannelMessage) -> None:
         log.calls.append(("published", event))

@@ -112,6 +112,11 @@ class Captions:
         # transient: the interim line and the bar vanish at the end; finals stay.
         self.live = Live(Group(*parts), console=console, transient=True, refresh_per_second=10)
         self.finals = 0
+        #: the line being written per speaker id ("": the mixed producer): two people
+        #: talking at once are two live lines
+        self.interims: dict[str, str] = {}
+        #: speaker id -> name, as the latest ``speaker`` event (or a line) said
+        self.names: dict[str, str] = {}
 
     def __enter__(self) -> Captions:
         self.live.__enter__()
@@ -129,17 +134,36 @@ class Captions:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=seconds, sent=f"{seconds:5.1f} s")
 
+    def _speaker(self, event: Event) -> tuple[str, str]:
+        """(speaker id, "Name: ") of a transcript event; ("", "") without a speaker."""
+        speaker = event.data.get("speaker")
+        if not isinstance(speaker, dict) or not isinstance(speaker.get("id"), str):
+            return "", ""
+        sid = speaker["id"]
+        name = self.names.setdefault(sid, str(speaker.get("name") or sid))
+        return sid, f"{name}: "
+
     def on_event(self, event: Event) -> None:
         if event.is_final:
             self.finals += 1
-            self.interim.plain = ""
+            key, who = self._speaker(event)
+            self.interims.pop(key, None)
+            self._show_interims()
             lang = f" [dim]{escape(event.lang)}[/]" if event.lang else ""
-            self.live.console.print(f"[dim]{event.seq or 0:>4}[/]{lang} {escape(event.text)}")
+            self.live.console.print(
+                f"[dim]{event.seq or 0:>4}[/]{lang} [bold]{escape(who)}[/]{escape(event.text)}"
+            )
         elif event.is_revised:
             # A printed line cannot be edited: the correction is printed under its seq.
             self.live.console.print(f"[dim]{event.seq or 0:>4} corrected:[/] {escape(event.text)}")
         elif event.is_transcript:
-            self.interim.plain = "… " + event.text
+            key, who = self._speaker(event)
+            self.interims[key] = who + event.text
+            self._show_interims()
+        elif event.type == "speaker":
+            speaker = event.data.get("speaker")
+            if isinstance(speaker, dict) and isinstance(speaker.get("id"), str):
+                self.names[speaker["id"]] = str(speaker.get("name") or speaker["id"])
         elif event.type == "language":
             self.live.console.print(f"[cyan]language: {escape(str(event.data.get('code')))}[/]")
         elif event.type == "error":
@@ -148,6 +172,9 @@ class Captions:
                 f"{escape(str(event.data.get('message')))}[/]"
             )
         self.live.refresh()
+
+    def _show_interims(self) -> None:
+        self.interim.plain = "\n".join("… " + line for line in self.interims.values() if line)
 
 
 def print_summary(console: Console, doc: wire.Summary | wire.SummaryPending) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any, Literal, NotRequired, TypedDict, cast, overload
+from urllib.parse import quote
 
 import httpx
 
@@ -320,6 +321,26 @@ class Client:
         path = f"/api/sessions/{session_id}/summarize"
         doc = await self._json("POST", path, headers=headers, json_body=payload)
         return cast(wire.SummarizeAccepted, doc)
+
+    # -- speaker names (issue 14) --
+
+    async def speakers(self, session_id: str, *, token: str | None = None) -> wire.SpeakerList:
+        """The session's named speakers (tenant key or a read token)."""
+        headers, _ = self._session_auth(token=token)
+        doc = await self._json("GET", f"/api/sessions/{session_id}/speakers", headers=headers)
+        return cast(wire.SpeakerList, doc)
+
+    async def name_speaker(
+        self, session_id: str, speaker_id: str, name: str, *, owner_secret: str | None = None
+    ) -> wire.Speaker:
+        """Set or change a participant's display name (live or after the end): viewers
+        get a ``speaker`` event, exports and summaries use the name."""
+        headers, body = self._session_auth(owner_secret=owner_secret)
+        path = f"/api/sessions/{session_id}/speakers/{quote(speaker_id, safe='')}"
+        doc = await self._json(
+            "PUT", path, headers=headers, json_body={**(body or {}), "name": name}
+        )
+        return cast(wire.Speaker, doc)
 
     # -- corrections (issue 16) --
 

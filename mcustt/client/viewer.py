@@ -95,6 +95,9 @@ class Viewer:
                         and event.seq is not None
                         and self.last_seq is not None
                         and event.seq <= self.last_seq
+                        # a speaker's interim may carry a seq another speaker's final
+                        # took meanwhile (participant tracks): the server filters those
+                        and (event.is_final or "speaker" not in event.data)
                     ):
                         continue  # a final already yielded (or its stale interim)
                     if event.is_final and event.seq is not None:

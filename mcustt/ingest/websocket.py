@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mcustt import events, tenants
+from mcustt import events, speakers, tenants
 from mcustt.bodies import loads, validate
 from mcustt.errors import (
     BadRequest,
@@ -39,6 +39,7 @@ from mcustt.wire import (
     ProducerEvent,
     ReadyEvent,
     SessionCreate,
+    Speaker,
     parse_language_hints,
 )
 from mcustt.wsutil import close, reject
@@ -55,6 +56,8 @@ class Admission:
     tenant: Tenant
     producer_id: str
     ready: ReadyEvent
+    #: the participant a participant-bound token feeds (None: the mixed producer)
+    participant: Speaker | None = None
 
 
 async def count_attempt(
@@ -104,11 +107,29 @@ async def admit(
         hints = query_hints(query)
         state.recognizer.check_languages(hints)
         session = await state.sessions.claim_producer(
-            claims.session_id, jti=claims.jti, producer_id=producer_id, tenant=tenant
+            claims.session_id,
+            jti=claims.jti,
+            producer_id=producer_id,
+            tenant=tenant,
+            participant_id=claims.participant_id,
         )
         if hints:
             session.language_hints = hints
         ready: ReadyEvent = {"type": "ready", "sessionId": session.id}
+        if claims.participant_id is not None:
+            # A participant's track: its name (from the token) is the speaker's name,
+            # unless the owner named it already (the events carry the name as it is now).
+            token_named = events.speaker(
+                claims.participant_id, claims.participant_name or claims.participant_id
+            )
+            try:
+                participant = await speakers.track_connected(
+                    state.repo, state.hub, session.id, token_named
+                )
+            except Exception:
+                await state.sessions.release_producer(session.id, producer_id, token_named["id"])
+                raise
+            return Admission(session, tenant, producer_id, ready, participant)
     elif tenant_key:
         # Zero-ceremony (§3 option B): the socket creates its own session.
         tenant = await tenants.authenticate(state.db, tenant_key)
@@ -294,6 +315,8 @@ class IngestConnection:
         self.pipeline: SessionPipeline | None = None
         self.last_audio = time.monotonic()
         self.stopping = False
+        #: a participant's producer sent ``stop``: its track ends, the session does not
+        self.participant_left = False
         self.session_ended = asyncio.Event()
 
     def sink(self, event: ProducerEvent) -> None:
@@ -315,7 +338,11 @@ class IngestConnection:
         try:
             self.sink(self.admission.ready)
             self.pipeline = await state.pipelines.open(
-                session, self.admission.tenant, self.admission.producer_id, self.sink
+                session,
+                self.admission.tenant,
+                self.admission.producer_id,
+                self.sink,
+                participant=self.admission.participant,
             )
             log.info("producer connected")
             close_code, close_reason, ended = await self._receive_loop(self.pipeline)
@@ -402,7 +429,7 @@ class IngestConnection:
                 await self.audio(pipeline, data)
                 continue
             if await self._control(message.get("text") or ""):
-                return CloseCode.NORMAL, CloseReason.STOP, True
+                return CloseCode.NORMAL, CloseReason.STOP, not self.participant_left
 
     async def _watchdog(self, pipeline: SessionPipeline) -> tuple[int, str, bool]:
         idle_s = self.state.settings.ingest_idle_timeout_s
@@ -447,6 +474,11 @@ class IngestConnection:
             self.sink(events.pong(ts))
             return False
         if kind == "stop":
+            if self.admission.participant is not None:
+                # One participant leaving does not end everyone's session: its track
+                # is finalized and its claim released; the session stays live.
+                self.participant_left = True
+                return True
             self.stopping = True
             await self.state.pipelines.end_session(self.session, reason="stop")
             return True

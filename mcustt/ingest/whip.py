@@ -293,11 +293,19 @@ class WhipManager:
             # Ingest-only: the producer's copy of each event is dropped; viewers get
             # them from the hub (/ws/subscribe, SSE) like everyone else.
             pipeline = await state.pipelines.open(
-                session, admission.tenant, admission.producer_id, _drop
+                session,
+                admission.tenant,
+                admission.producer_id,
+                _drop,
+                participant=admission.participant,
             )
         except BaseException:
             await _close_pc(pc)
-            await state.sessions.release_producer(session.id, admission.producer_id)
+            await state.sessions.release_producer(
+                session.id,
+                admission.producer_id,
+                admission.participant["id"] if admission.participant else None,
+            )
             raise
         peer = Peer(
             id=secrets.token_urlsafe(24),
@@ -439,6 +447,10 @@ class WhipManager:
             failure = peer.pipeline.failure
             if cause in ENDING and not ever_connected:
                 cause = "never-connected"  # nothing was ingested: keep the session
+            if cause in ENDING and admission.participant is not None:
+                # One participant hanging up does not end everyone's session: only
+                # its track is finalized (by release() below).
+                cause = "participant-left"
             if cause in ENDING:
                 # As `stop` on /ws/stt: end_session() finalizes the pipeline (the last
                 # final is persisted and published), marks the session ended,

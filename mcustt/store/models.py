@@ -151,6 +151,72 @@ class Usage(SQLModel, table=True):
     audio_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
+class SpeakerName(SQLModel, table=True):
+    """The display name of one participant of a session (issue 14): set from the ingest
+    token when its track connects, or by the owner (``PUT .../speakers/:id``). Lines
+    store the participant id (``transcript_lines.speaker``); exports and summaries look
+    the current name up here, so a rename also renames what was already said."""
+
+    __tablename__ = "speakers"
+    session_id: str = Field(primary_key=True, foreign_key="sessions.id", max_length=16)
+    speaker_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=100)
+    updated_at: float
+
+
+class ProducerTrack(SQLModel, table=True):
+    """One participant's track in a session (issue 14): its single-use ingest token and
+    its producer claim, as the session row holds them for the mixed producer."""
+
+    __tablename__ = "producer_tracks"
+    __table_args__ = (Index("ix_producer_tracks_tenant_lease", "tenant_id", "lease_until"),)
+    session_id: str = Field(primary_key=True, foreign_key="sessions.id", max_length=16)
+    participant_id: str = Field(primary_key=True, max_length=64)
+    #: copied from the session: the concurrent-ingest cap counts a tenant's tracks
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32)
+    #: jti of the one participant-bound token that may still connect; cleared on connect.
+    ingest_jti: str | None = Field(default=None, max_length=64)
+    #: the connected producer (any node) and how long its claim holds without renewal.
+    producer_id: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    created_at: float
+    updated_at: float
+
+
+class BridgeKey(SQLModel, table=True):
+    """A Jitsi bridge credential (issue 14): scoped to the tenant's ``/transcribe``
+    endpoint only, revocable, stored as a SHA-256 digest like tenant keys."""
+
+    __tablename__ = "bridge_keys"
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=32, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    #: the first characters of the key, so the tenant can tell keys apart.
+    key_prefix: str = Field(max_length=24)
+    created_at: float
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class JitsiSession(SQLModel, table=True):
+    """Which mcustt session a Jitsi meeting (the bridge's ``sessionId``) feeds, per tenant.
+
+    The row outlives its session: a meeting that connects again after its session ended
+    gets a new session and the row points there. ``lease_until`` is renewed by every
+    connected bridge socket (any node), so a node can tell whether the meeting still has
+    a bridge before it ends the session after the grace period.
+    """
+
+    __tablename__ = "jitsi_sessions"
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.id", max_length=32)
+    jitsi_session_id: str = Field(primary_key=True, max_length=200)
+    session_id: str = Field(foreign_key="sessions.id", max_length=16, index=True)
+    lease_until: float | None = None
+    created_at: float
+    updated_at: float
+
+
 # -- webhooks and triggers (issue 16) ------------------------------------------------------
 
 

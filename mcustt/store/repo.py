@@ -11,6 +11,9 @@ hold a single :class:`Repo` (``state.repo``) and no SQL lives outside ``mcustt.s
 * :mod:`mcustt.store.summaries`: session summaries;
 * :mod:`mcustt.store.jobs`: the durable job queue;
 * :mod:`mcustt.store.usage`: audio time per tenant per day;
+* :mod:`mcustt.store.speakers`: speaker names per session;
+* :mod:`mcustt.store.tracks`: participant tracks' tokens and producer claims;
+* :mod:`mcustt.store.bridges`: Jitsi bridge credentials and the meeting → session map.
 * :mod:`mcustt.store.webhooks`: webhook endpoints, the event outbox, deliveries.
 * :mod:`mcustt.store.tts`: text-to-speech audio until it expires.
 * :mod:`mcustt.store.documents`: documents written from transcripts (issue 16).
@@ -23,14 +26,17 @@ SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from mcustt.store.bridges import BridgeQueries
 from mcustt.store.db import Database
 from mcustt.store.documents import DocumentQueries
 from mcustt.store.files import FileQueries
 from mcustt.store.jobs import JobQueries
 from mcustt.store.revisions import RevisionQueries
 from mcustt.store.sessions import Capped, ProducerClaim, SessionQueries, SessionSnapshot
+from mcustt.store.speakers import SpeakerQueries
 from mcustt.store.summaries import SummaryQueries
 from mcustt.store.tenants import TenantQueries
+from mcustt.store.tracks import TrackQueries
 from mcustt.store.transcripts import TranscriptQueries
 from mcustt.store.tts import TTSQueries
 from mcustt.store.usage import UsageQueries, utc_day
@@ -47,6 +53,9 @@ class Repo(
     SummaryQueries,
     JobQueries,
     UsageQueries,
+    SpeakerQueries,
+    TrackQueries,
+    BridgeQueries,
     TTSQueries,
     WebhookQueries,
     DocumentQueries,

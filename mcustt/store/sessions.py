@@ -20,9 +20,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mcustt.store.db import Database
 from mcustt.store.models import (
     Document,
+    JitsiSession,
     Job,
     LineRevision,
+    ProducerTrack,
     Session,
+    SpeakerName,
     Summary,
     Tenant,
     TranscriptLine,
@@ -38,6 +41,35 @@ async def _lock_tenant(s: AsyncSession, tenant_id: str) -> None:
     await s.exec(
         update(Tenant).where(col(Tenant.id) == tenant_id).values(max_sessions=Tenant.max_sessions)
     )
+
+
+async def active_producers(
+    s: AsyncSession, tenant_id: str, now: float, *, session_id: str, participant_id: str | None
+) -> int:
+    """The tenant's connected producers (mixed and tracks), except the one being claimed
+    (its own lingering lease must not refuse its reconnect)."""
+    mixed = await s.scalar(
+        select(func.count())
+        .select_from(Session)
+        .where(
+            Session.tenant_id == tenant_id,
+            col(Session.producer_lease_until) > now,
+            # a mixed claim of this session is the one being claimed
+            *([Session.id != session_id] if participant_id is None else []),
+        )
+    )
+    tracks_query = (
+        select(func.count())
+        .select_from(ProducerTrack)
+        .where(ProducerTrack.tenant_id == tenant_id, col(ProducerTrack.lease_until) > now)
+    )
+    if participant_id is not None:
+        tracks_query = tracks_query.where(
+            (col(ProducerTrack.session_id) != session_id)
+            | (col(ProducerTrack.participant_id) != participant_id)
+        )
+    tracks = await s.scalar(tracks_query)
+    return int(mixed or 0) + int(tracks or 0)
 
 
 async def _record_session_ended(s: AsyncSession, session_id: str) -> None:
@@ -144,9 +176,13 @@ class SessionQueries:
             await s.commit()
 
     async def set_audio_ms(self, session_id: str, audio_ms: int) -> None:
+        """Grow the session's audio time to ``audio_ms`` (never shrink it: parallel
+        participant tracks each report their own position)."""
         async with self.db.session() as s:
             await s.exec(
-                update(Session).where(col(Session.id) == session_id).values(audio_ms=audio_ms)
+                update(Session)
+                .where(col(Session.id) == session_id, col(Session.audio_ms) < audio_ms)
+                .values(audio_ms=audio_ms)
             )
             await s.commit()
 
@@ -168,17 +204,11 @@ class SessionQueries:
         now = time.time()
         async with self.db.session() as s:
             await _lock_tenant(s, tenant_id)
-            active = await s.scalar(
-                select(func.count())
-                .select_from(Session)
-                .where(
-                    Session.tenant_id == tenant_id,
-                    col(Session.producer_lease_until) > now,
-                    Session.id != session_id,
-                )
+            active = await active_producers(
+                s, tenant_id, now, session_id=session_id, participant_id=None
             )
-            if (active or 0) >= max_active:
-                return ProducerClaim("capped", None, int(active or 0))
+            if active >= max_active:
+                return ProducerClaim("capped", None, active)
             conds = [
                 col(Session.id) == session_id,
                 col(Session.status) == "live",
@@ -197,7 +227,7 @@ class SessionQueries:
             await s.commit()
             session = await s.get(Session, session_id, populate_existing=True)
         claimed = result.rowcount == 1
-        return ProducerClaim("claimed" if claimed else "refused", session, int(active or 0))
+        return ProducerClaim("claimed" if claimed else "refused", session, active)
 
     async def renew_producer(self, session_id: str, producer_id: str, *, lease_s: float) -> bool:
         """Extend the lease by ``lease_s`` from now, if this producer still holds the claim."""
@@ -269,6 +299,13 @@ class SessionQueries:
                     col(Session.updated_at) < idle_before,
                     (col(Session.producer_lease_until).is_(None))
                     | (col(Session.producer_lease_until) < now),
+                    # nor a participant track's (issue 14): a silent track keeps it
+                    ~select(ProducerTrack.session_id)
+                    .where(
+                        col(ProducerTrack.session_id) == col(Session.id),
+                        col(ProducerTrack.lease_until) > now,
+                    )
+                    .exists(),
                 )
             )
             return list(rows.all())
@@ -289,6 +326,10 @@ class SessionQueries:
             await s.exec(delete(TranscriptLine).where(col(TranscriptLine.session_id).in_(ids)))
             await s.exec(delete(Summary).where(col(Summary.session_id).in_(ids)))
             await s.exec(delete(Job).where(col(Job.session_id).in_(ids)))
+            await s.exec(delete(ProducerTrack).where(col(ProducerTrack.session_id).in_(ids)))
+            await s.exec(delete(SpeakerName).where(col(SpeakerName.session_id).in_(ids)))
+            # a Jitsi meeting's mapping goes with its session (connecting again maps anew)
+            await s.exec(delete(JitsiSession).where(col(JitsiSession.session_id).in_(ids)))
             await s.exec(delete(Document).where(col(Document.session_id).in_(ids)))
             await s.exec(delete(Session).where(col(Session.id).in_(ids)))
             await s.commit()

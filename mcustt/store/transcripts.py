@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlmodel import col, select
 
 from mcustt.store.db import Database
@@ -37,35 +37,60 @@ class TranscriptQueries:
         self,
         session_id: str,
         *,
-        seq: int,
+        seq: int | None = None,
         text: str,
         lang: str,
         ts: int,
         start_ms: int,
         end_ms: int,
         audio_ms: int,
+        speaker: str | None = None,
     ) -> TranscriptLine:
         """Persist one final and advance the session's seq in one transaction.
 
-        The (session_id, seq) unique constraint turns a second writer into an error
-        instead of a duplicate line.
+        Without ``seq`` (the pipelines) the store allocates the next one: the session
+        row's ``last_seq + 1``, taken by an ``UPDATE ... RETURNING`` in the transaction
+        that inserts the line. The row lock (PostgreSQL) or write lock (SQLite) it takes
+        is held until commit, so the tracks of one session, on any nodes, get gap-free
+        seqs in the order their finals are persisted, and a line with seq n is visible
+        once n+1 is. ``speaker``: the participant id of the track (None: mixed).
+
+        ``audio_ms`` only ever grows the session's audio time: parallel tracks each
+        report their own position. The (session_id, seq) unique constraint turns a second
+        writer of an explicit ``seq`` into an error instead of a duplicate line.
         """
-        line = TranscriptLine(
-            session_id=session_id,
-            seq=seq,
-            text=text,
-            lang=lang,
-            ts=ts,
-            start_ms=start_ms,
-            end_ms=end_ms,
-        )
+        now = time.time()
+        # Parallel tracks report their own positions: keep the furthest.
+        grown = case((col(Session.audio_ms) < audio_ms, audio_ms), else_=col(Session.audio_ms))
         async with self.db.session() as s:
-            s.add(line)
-            await s.exec(
-                update(Session)
-                .where(col(Session.id) == session_id)
-                .values(last_seq=seq, audio_ms=audio_ms, updated_at=time.time())
+            if seq is None:
+                allocated = await s.exec(
+                    update(Session)
+                    .where(col(Session.id) == session_id)
+                    .values(last_seq=col(Session.last_seq) + 1, audio_ms=grown, updated_at=now)
+                    .returning(col(Session.last_seq))
+                )
+                row = allocated.first()
+                if row is None:
+                    raise LookupError(f"no session {session_id!r}")
+                seq = int(row[0])
+            else:
+                await s.exec(
+                    update(Session)
+                    .where(col(Session.id) == session_id)
+                    .values(last_seq=seq, audio_ms=grown, updated_at=now)
+                )
+            line = TranscriptLine(
+                session_id=session_id,
+                seq=seq,
+                text=text,
+                lang=lang,
+                ts=ts,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                speaker=speaker,
             )
+            s.add(line)
             await s.commit()
         return line
 

@@ -26,7 +26,8 @@ passes, completed only by the lease's owner; one job per idempotency key; retent
 deleting only expired ended sessions, with their lines, summaries and jobs; webhook
 events recorded in the transaction of the change they report; corrections stored as
 numbered revisions (concurrent ones in turn) with the original kept, and every reader
-of lines getting the current text.
+of lines getting the current text; speaker names upserted atomically (an unnamed
+track never overwriting a name), pruned with their session.
 """
 
 from __future__ import annotations
@@ -614,6 +615,46 @@ class StoreContract:
             assert len(await store.lines(session.id)) == 1
             assert await store.get_summary(session.id) is not None
             assert await store.get_job(jobs[session.id]) is not None
+
+    # -- speaker names (issue 14) -------------------------------------------------------------
+
+    async def test_speaker_names_upserted_atomically_and_pruned_with_their_session(
+        self, store: Repo
+    ) -> None:
+        tenant = await new_tenant(store)
+        session = await new_session(store, tenant)
+        other = await new_session(store, tenant)
+        assert await store.speaker_names(session.id) == {}
+        # A track connecting with an unnamed token (the name is the id), then named.
+        await store.upsert_speaker(session.id, "p1", "p1")
+        await store.upsert_speaker(session.id, "p1", "Priya")
+        # A reconnect with an unnamed token keeps the name; a rename always replaces.
+        await store.upsert_speaker(session.id, "p1", "p1")
+        await store.set_speaker_name(session.id, "p2", "Sam")
+        await store.set_speaker_name(session.id, "p2", "Sam Lee")
+        await store.set_speaker_name(other.id, "p1", "Someone else")
+        assert await store.speaker_names(session.id) == {"p1": "Priya", "p2": "Sam Lee"}
+        assert await store.speaker_name(session.id, "p2") == "Sam Lee"
+        assert await store.speaker_name(session.id, "p9") is None
+        assert [(s.speaker_id, s.name) for s in await store.speakers(session.id)] == [
+            ("p1", "Priya"),
+            ("p2", "Sam Lee"),
+        ]
+        # Concurrent writers of one speaker (tracks on two nodes, the owner renaming):
+        # one row, one of the names, no integrity error.
+        await asyncio.gather(
+            *(store.upsert_speaker(session.id, "p3", f"Name {i}") for i in range(6)),
+            *(store.set_speaker_name(session.id, "p3", f"Rename {i}") for i in range(6)),
+        )
+        names = await store.speaker_names(session.id)
+        assert len(names) == 3 and names["p3"].startswith(("Name ", "Rename "))
+
+        ended = await new_session(store, tenant, status="ended", ended_at=LONG_AGO)
+        await store.set_speaker_name(ended.id, "p1", "Priya")
+        while await store.delete_ended_sessions(ended_before=2e3, limit=100):
+            pass
+        assert await store.speaker_names(ended.id) == {}
+        assert await store.speaker_names(session.id) == names
 
     # -- webhook events (issue 16) -------------------------------------------------------------
 

@@ -20,13 +20,19 @@
  * Flow: read #t= -> GET /api/sessions/:id (tells expired / invalid token, unknown
  * session, network trouble apart, with a human message for each) -> EventSource on
  * /api/sessions/:id/stream?t=TOKEN&lastEventId=N. Events: ready, transcript,
- * language, session-end, error. Interims (isFinal=false) replace one "being written"
- * line; finals are inserted in seq order once each (duplicates by seq are ignored).
- * A correction (a final with revised=true) replaces the text of the line with its seq
- * in place; it never adds a line.
+ * language, speaker, session-end, error. Interims (isFinal=false) replace one "being
+ * written" line per speaker (keyed by speaker id, "" for a session's single mixed
+ * producer: two people talking at once are two live lines); finals are inserted in seq
+ * order once each (duplicates by seq are ignored). A correction (a final with
+ * revised=true) replaces the text of the line with its seq in place; it never adds a line.
  * The browser reconnects by itself (sending Last-Event-ID); when it gives up, or the
  * server drops us (error event, fatal), the page re-checks the session and opens a
  * new EventSource with &lastEventId=<last final seq> so nothing is lost or repeated.
+ *
+ * Speakers (participant tracks): a line with `speaker: {id, name}` starts with the name,
+ * in a colour chosen by a stable hash of the id from a palette that meets WCAG AA on
+ * both themes (embed.css, .spk-0 ... .spk-7). A `speaker` event renames that speaker's
+ * lines already shown. Lines without a speaker look as they always did.
  */
 "use strict";
 
@@ -38,6 +44,7 @@
     light: { bg: "#ffffff", panel: "#f3f5f8", accent: "#0a58a8" },
   };
   const AA_TEXT = 4.5;
+  const SPEAKER_COLOURS = 8; // .spk-0 ... .spk-7 in embed.css
   const RETRY_MIN_MS = 2000;
   const RETRY_MAX_MS = 30000;
 
@@ -221,7 +228,10 @@
   const finals = new Map(); // seq -> <p>
   let lastFinalSeq = null; // highest final seq shown (or skipped as empty)
   let floorSeq = 0; // finals at or below this were dropped from the page
-  let interimSeq = null;
+  // Live lines by speaker id ("": the mixed producer, shown in #interim as always).
+  const interimSeqs = new Map(); // key -> seq of the line shown
+  const lastFinalOf = new Map(); // key -> highest final seq of that speaker
+  const speakerInterims = new Map(); // speaker id -> its <p> live line
   let knownLastSeq = 0; // the session's last seq per the state document
   let stick = true; // follow the newest line unless the viewer scrolled up
 
@@ -245,24 +255,104 @@
     ui.scroller.scrollTop = ui.scroller.scrollHeight;
   }
 
+  function anyInterim() {
+    if (!ui.interim.hidden) return true;
+    for (const el of speakerInterims.values()) if (!el.hidden) return true;
+    return false;
+  }
+
   function contentChanged() {
-    ui.placeholder.hidden = finals.size > 0 || !ui.interim.hidden;
+    ui.placeholder.hidden = finals.size > 0 || anyInterim();
     if (stick) scrollToEnd();
     else ui.jump.hidden = false;
+  }
+
+  // -- speakers --------------------------------------------------------------------
+
+  const speakerNames = new Map(); // id -> name shown
+  const speakerColours = new Map(); // id -> palette index
+
+  /** The speaker of an event ({id, name}), or null for the mixed producer. */
+  function speakerOf(m) {
+    const s = m && m.speaker;
+    if (!s || typeof s !== "object" || typeof s.id !== "string" || !s.id) return null;
+    const name = typeof s.name === "string" && s.name.trim() ? s.name.trim() : s.id;
+    return { id: s.id, name };
+  }
+
+  /** FNV-1a over the id: a speaker gets the same colour on every viewer (unless two
+   * ids hash alike, see colourOf). */
+  function hashIndex(id) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < id.length; i += 1) {
+      h ^= id.charCodeAt(i);
+      h = Math.imul(h, 0x01000193) >>> 0;
+    }
+    return h % SPEAKER_COLOURS;
+  }
+
+  function colourOf(id) {
+    let index = speakerColours.get(id);
+    if (index !== undefined) return index;
+    // Two speakers whose ids hash alike would look like one: the next free colour
+    // (while there are free ones).
+    index = hashIndex(id);
+    const taken = new Set(speakerColours.values());
+    for (let i = 0; i < SPEAKER_COLOURS && taken.has(index); i += 1) {
+      index = (index + 1) % SPEAKER_COLOURS;
+    }
+    speakerColours.set(id, index);
+    return index;
+  }
+
+  /** The name to show for a speaker: a transcript event names an unknown speaker; a
+   * `speaker` event (authoritative: a rename) renames one already shown. */
+  function learnSpeaker(sp, { rename = false } = {}) {
+    const known = speakerNames.get(sp.id);
+    if (known === undefined || (rename && known !== sp.name)) {
+      speakerNames.set(sp.id, sp.name);
+      if (known !== undefined) {
+        for (const label of ui.scroller.querySelectorAll(".speaker")) {
+          if (label.dataset.speaker === sp.id) label.textContent = sp.name;
+        }
+      }
+    }
+    return speakerNames.get(sp.id);
+  }
+
+  /** Put a line's text (and its speaker's name, if any) into <p>. */
+  function fillLine(p, text, sp) {
+    if (!sp) {
+      p.textContent = text;
+      return;
+    }
+    const label = document.createElement("span");
+    label.className = "speaker spk-" + colourOf(sp.id);
+    label.dataset.speaker = sp.id;
+    label.textContent = learnSpeaker(sp);
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    p.dataset.speaker = sp.id;
+    p.replaceChildren(label, " ", body);
   }
 
   function addFinal(m) {
     const seq = m.seq;
     if (finals.has(seq) || seq <= floorSeq) return; // duplicate (replay / reconnect)
+    const sp = speakerOf(m);
+    const key = sp ? sp.id : "";
     lastFinalSeq = lastFinalSeq === null ? seq : Math.max(lastFinalSeq, seq);
-    if (interimSeq !== null && interimSeq <= seq) clearInterim();
+    lastFinalOf.set(key, Math.max(lastFinalOf.get(key) ?? seq, seq));
+    const live = interimSeqs.get(key);
+    if (live !== undefined && live <= seq) clearInterim(key);
     const text = (m.text || "").trim();
     if (!text) return;
     const p = document.createElement("p");
     p.className = "line final";
     p.dataset.seq = String(seq);
     if (m.lang) p.lang = m.lang;
-    p.textContent = text;
+    fillLine(p, text, sp);
     // In seq order: normally the end; a late replayed line goes before larger seqs.
     let before = null;
     for (const [s, el] of finals) {
@@ -279,33 +369,64 @@
     contentChanged();
   }
 
+  function interimLine(key) {
+    if (key === "") return ui.interim;
+    let el = speakerInterims.get(key);
+    if (!el) {
+      el = document.createElement("p");
+      el.className = "line interim";
+      el.setAttribute("aria-hidden", "true"); // like #interim: finals are what AT reads
+      el.hidden = true;
+      speakerInterims.set(key, el);
+    }
+    return el;
+  }
+
   function reviseFinal(m) {
     // A correction of a line already shown. One that is not on the page was dropped as
     // old (or was never shown, being empty): nothing to replace, and no line to add.
     const p = finals.get(m.seq);
     const text = (m.text || "").trim();
     if (!p || !text) return;
-    p.textContent = text;
+    // The speaker label stays: only the words are corrected.
+    const body = p.querySelector(".text");
+    if (body) body.textContent = text;
+    else p.textContent = text;
     p.dataset.revised = "true";
   }
 
   function showInterim(m) {
     if (!opts.interim) return;
     const seq = m.seq;
-    if (lastFinalSeq !== null && seq <= lastFinalSeq) return; // already final
-    if (interimSeq !== null && seq < interimSeq) return; // stale
+    const sp = speakerOf(m);
+    const key = sp ? sp.id : "";
+    // Another speaker's final may take the seq this interim carries: only this
+    // speaker's own finals and live line tell whether it is old.
+    const done = lastFinalOf.get(key);
+    if (done !== undefined && seq <= done) return; // already final
+    const shown = interimSeqs.get(key);
+    if (shown !== undefined && seq < shown) return; // stale
     const text = (m.text || "").trim();
-    interimSeq = seq;
-    ui.interim.textContent = text;
-    ui.interim.hidden = !text;
-    if (m.lang) ui.interim.lang = m.lang;
+    interimSeqs.set(key, seq);
+    const el = interimLine(key);
+    if (sp && el.hidden && text) {
+      // A speaker who starts talking goes below the lines already being written.
+      ui.interim.parentNode.appendChild(el);
+    }
+    fillLine(el, text, sp);
+    el.hidden = !text;
+    if (m.lang) el.lang = m.lang;
     contentChanged();
   }
 
-  function clearInterim() {
-    interimSeq = null;
-    ui.interim.textContent = "";
-    ui.interim.hidden = true;
+  function clearInterim(key) {
+    const keys = key === undefined ? ["", ...speakerInterims.keys()] : [key];
+    for (const k of keys) {
+      interimSeqs.delete(k);
+      const el = interimLine(k);
+      el.textContent = "";
+      el.hidden = true;
+    }
   }
 
   // -- session state (REST) ---------------------------------------------------------
@@ -456,6 +577,11 @@
     source.addEventListener("language", live((e) => {
       const m = parse(e);
       if (m && m.code) setLanguage(m.code);
+    }));
+
+    source.addEventListener("speaker", live((e) => {
+      const sp = speakerOf(parse(e));
+      if (sp) learnSpeaker(sp, { rename: true });
     }));
 
     source.addEventListener("session-end", live(() => {
