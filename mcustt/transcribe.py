@@ -633,7 +633,7 @@ class FileTranscriber:
                 continue
             s = start + hyp.start_ms if hyp.start_ms is not None else start
             e = start + hyp.end_ms if hyp.end_ms is not None else end
-            confidence = getattr(hyp, "confidence", None)
+            confidence = hyp.confidence
             out.append(
                 _Final(
                     start_ms=s,

@@ -93,6 +93,9 @@ async def test_streams_interims_then_finals_with_the_documented_request(
     assert any(h.text == "hello world how" for h in interims)
     assert all(set(h.text.split()) <= set(script.words) for h in interims)
     assert all(h.lang == "en-US" for h in finals(hypotheses))
+    # Google's score of each final's top alternative is passed on (files report it).
+    assert [h.confidence for h in finals(hypotheses)] == [pytest.approx(0.93)] * 2
+    assert all(h.confidence is None for h in interims)
     # Offsets are on the utterance timeline; each final starts where the previous ended.
     assert [(h.start_ms, h.end_ms) for h in finals(hypotheses)] == [
         (0, script.final_end_ms[0]),

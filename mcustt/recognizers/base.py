@@ -58,6 +58,9 @@ class Hypothesis:
         lang: BCP-47 code the engine detected or used (None = the stream's language).
         start_ms / end_ms: audio offsets of the words, relative to the first byte fed
             to this stream (None when the engine does not say).
+        confidence: the engine's own estimate that the words are right, 0 to 1 (None
+            when it gives none: pocketsphinx's posteriors are not calibrated enough to
+            pass off as one).
     """
 
     text: str
@@ -65,6 +68,7 @@ class Hypothesis:
     lang: str | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    confidence: float | None = None
 
 
 class RecognizerStream(ABC):

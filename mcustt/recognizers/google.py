@@ -746,7 +746,10 @@ class GoogleRecognizerStream(RecognizerStream):
             lang = _normalize_lang(str(result.language_code))
             offset = _duration_bytes(result.result_end_offset)
             if result.is_final:
-                await self._on_final(text, lang, offset, attempt)
+                # Google scores the top alternative of a final (0 when it did not).
+                score = float(alternatives[0].confidence) if alternatives else 0.0
+                confidence = min(max(score, 0.0), 1.0) if score > 0 else None
+                await self._on_final(text, lang, offset, attempt, confidence)
             else:
                 interim.append(text)
                 interim_lang = interim_lang or lang
@@ -769,7 +772,14 @@ class GoogleRecognizerStream(RecognizerStream):
                 )
             )
 
-    async def _on_final(self, text: str, lang: str | None, offset: int, attempt: _Attempt) -> None:
+    async def _on_final(
+        self,
+        text: str,
+        lang: str | None,
+        offset: int,
+        attempt: _Attempt,
+        confidence: float | None = None,
+    ) -> None:
         # Without an offset the final is taken to cover all audio this call has got.
         end = attempt.base + offset if offset else attempt.sent
         end = max(min(end, attempt.sent), self._buf_start)
@@ -782,7 +792,14 @@ class GoogleRecognizerStream(RecognizerStream):
         text = " ".join(text.split())
         if text:
             await self._results.put(
-                Hypothesis(text, is_final=True, lang=lang, start_ms=start_ms, end_ms=end_ms)
+                Hypothesis(
+                    text,
+                    is_final=True,
+                    lang=lang,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    confidence=confidence,
+                )
             )
         if (
             not self._finished
