@@ -116,6 +116,12 @@ def configure(level: str = "info", stream: Any = None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
+        # Undo what uvicorn's own default logging config does when some other server in
+        # this process (a test's helper, an embedding app) started with it: own handlers,
+        # no propagation, its own level. Everything goes through the root handler above.
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
         if not any(isinstance(f, ScrubFilter) for f in logger.filters):
             logger.addFilter(ScrubFilter())
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

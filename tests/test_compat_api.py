@@ -68,7 +68,7 @@ async def media_server(files: dict[str, bytes]) -> AsyncIterator[str]:
     app = Starlette(routes=[Route("/{name}", serve)])
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -99,7 +99,7 @@ async def media_server() -> AsyncIterator[str]:
     )
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
