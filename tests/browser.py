@@ -89,3 +89,26 @@ class OtherOrigin:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- colours, for contrast checks (WCAG 2 relative luminance) --
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """The WCAG contrast ratio of two sRGB colours (1 to 21)."""
+
+    def lum(rgb: tuple[int, int, int]) -> float:
+        lin = [
+            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+            for c in rgb
+        ]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def rgb_of(css: str) -> tuple[int, int, int]:
+    """``rgb(1, 2, 3)`` / ``rgba(1, 2, 3, 1)`` as a tuple."""
+    parts = css[css.index("(") + 1 : css.index(")")].replace(",", " ").split()
+    return int(float(parts[0])), int(float(parts[1])), int(float(parts[2]))

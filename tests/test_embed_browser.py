@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
-from browser import OtherOrigin, launch
+from browser import OtherOrigin, contrast, launch, rgb_of
 from conftest import (
     Running,
     make_settings,
@@ -56,24 +56,6 @@ FRAME_BYTES = 16000 * 2 * FRAME_MS // 1000
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
-    def lum(rgb: tuple[int, int, int]) -> float:
-        lin = [
-            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
-            for c in rgb
-        ]
-        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
-
-
-def rgb_of(css: str) -> tuple[int, int, int]:
-    """``rgb(1, 2, 3)`` / ``rgba(1, 2, 3, 1)`` as a tuple."""
-    parts = css[css.index("(") + 1 : css.index(")")].replace(",", " ").split()
-    return int(float(parts[0])), int(float(parts[1])), int(float(parts[2]))
 
 
 @dataclass

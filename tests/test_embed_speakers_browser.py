@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import launch
+from browser import contrast, launch, rgb_of
 from conftest import Running, make_settings, new_session, new_tenant, run_server
 from rest_helpers import client
 
@@ -26,23 +26,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 NOW = int(time.time() * 1000)
 PRIYA: wire.Speaker = {"id": "p1", "name": "Priya"}
 SAM: wire.Speaker = {"id": "endpoint-7f3a", "name": "Sam"}
-
-
-def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
-    def lum(rgb: tuple[int, int, int]) -> float:
-        lin = [
-            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
-            for c in rgb
-        ]
-        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
-
-
-def rgb_of(css: str) -> tuple[int, int, int]:
-    parts = css[css.index("(") + 1 : css.index(")")].replace(",", " ").split()
-    return int(float(parts[0])), int(float(parts[1])), int(float(parts[2]))
 
 
 def interim(seq: int, text: str, speaker: wire.Speaker | None) -> wire.TranscriptEvent:
