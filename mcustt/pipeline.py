@@ -688,9 +688,11 @@ class PipelineRegistry:
             while True:
                 with contextlib.suppress(TimeoutError):
                     # Jittered renewals: leases of streams started together spread out.
-                    item = await asyncio.wait_for(
-                        viewer.queue.get(), timeout=random.uniform(7.0, 13.0)
-                    )
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancel that lands as the queue yields an item (session-end does,
+                    # just as the track is released), and the keeper never stopped.
+                    async with asyncio.timeout(random.uniform(7.0, 13.0)):
+                        item = await viewer.queue.get()
                     if isinstance(item, events.Event) and item.type == "_stop":
                         if key in self._live and session_id not in self._stopping:
                             # Not awaited here: finalizing the pipelines ends this
