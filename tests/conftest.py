@@ -42,6 +42,23 @@ REDIS_URL = os.environ.get("MCUSTT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN = "test-admin-token"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fault tests (issue 13) stop and start the shared PostgreSQL and Redis: they run
+    last, so no other test sees a service go away under it."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
+@pytest.fixture
+def fault_services() -> Iterator[None]:
+    """For tests that stop services: whatever they left down is started again."""
+    import faults
+
+    if not (faults.pg_available() and faults.redis_available()):
+        need_service("PostgreSQL and Redis", "fault tests restart them")
+    yield
+    faults.ensure_services()
+
+
 def need_service(name: str, reason: str) -> None:
     """Fail under CI (the service must be there), skip elsewhere."""
     if CI:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from mcustt.config import Settings
 from mcustt.importer import resolve
-from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerError, RecognizerStream
+from mcustt.recognizers.base import (
+    Hypothesis,
+    Recognizer,
+    RecognizerError,
+    RecognizerStream,
+    Word,
+)
 
 RECOGNIZERS = {
     "sphinx": "mcustt.recognizers.sphinx:SphinxRecognizer",
@@ -18,6 +24,7 @@ __all__ = [
     "Recognizer",
     "RecognizerError",
     "RecognizerStream",
+    "Word",
     "load_recognizer",
 ]
 

@@ -46,6 +46,23 @@ def language_matches(hint: str, supported: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One recognized word with its timing (issue 17).
+
+    Attributes:
+        text: the word as it will be shown (after casing/punctuation, when applied).
+        start_ms / end_ms: audio offsets relative to the first byte fed to the stream
+            (the pipeline moves them to session time).
+        confidence: 0 to 1, or None when the engine gives none.
+    """
+
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     """One recognition result of a stream.
 
@@ -69,6 +86,9 @@ class Hypothesis:
     start_ms: int | None = None
     end_ms: int | None = None
     confidence: float | None = None
+    #: issue 17: the words of ``text`` in order, with timings (None: the engine gave
+    #: none, e.g. for interims)
+    words: tuple[Word, ...] | None = None
 
 
 class RecognizerStream(ABC):
