@@ -74,9 +74,10 @@ def pg_database() -> str:
 
 def pg_drop(url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    with contextlib.suppress(Exception), psycopg.connect(
-        PG_ADMIN, autocommit=True, connect_timeout=3
-    ) as conn:
+    with (
+        contextlib.suppress(Exception),
+        psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn,
+    ):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
