@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -173,6 +174,9 @@ async def readyz(request: Request) -> Response:
     await probe("summarizer", state.summarizer.check())
     ready = all(v == "ok" for v in checks.values())
     doc: wire.Readiness = {"status": "ready" if ready else "unready", "checks": checks}
+    if state.gate.draining:
+        # issue 13: SIGTERM: balancers stop sending new work here while it drains.
+        doc["status"], ready = "draining", False
     return JSONResponse(doc, 200 if ready else 503)
 
 
@@ -180,6 +184,7 @@ async def metrics(request: Request) -> Response:
     require_admin(request)
     state = app_state(request)
     state.metrics.viewers.set(state.hub.total_viewers)
+    state.metrics.tasks.set(len(asyncio.all_tasks()))
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -235,6 +240,7 @@ async def rotate_tenant_key(request: Request) -> Response:
 
 async def create_session(request: Request) -> Response:
     state = app_state(request)
+    state.gate.admit_session()  # issue 13: 503 NODE_DRAINING while this node drains
     await state.limiter.hit("create_session", state.client_ip(request))
     tenant = await require_tenant(request)
     body = await parse_body(request, SessionCreate)
@@ -248,6 +254,8 @@ async def create_session(request: Request) -> Response:
         language_hints=hints,
         keywords=body.keywords,
         reduce_noise=body.reduceNoise,
+        profanity_filter=body.profanityFilter,
+        words=body.words,
     )
     state.metrics.sessions_created.inc()
     bind(session_id=session.id)
@@ -323,6 +331,7 @@ async def transcript(request: Request) -> Response:
     fmt = request.query_params.get("format", "json")
     if fmt not in subtitles.FORMATS:
         raise BadRequest(f"format must be one of {', '.join(subtitles.FORMATS)}")
+    rules = subtitles.CueRules.from_query(request.query_params)  # issue 17: 400 if bad
     creds = await session_access(request, sid, tenant=True, read=True)
     await check_browser_origin(request, creds.session)
     lines = await state.repo.lines(sid)
@@ -330,8 +339,12 @@ async def transcript(request: Request) -> Response:
     names = await state.repo.speaker_names(sid) if any(line.speaker for line in lines) else {}
     if fmt == "json":
         return JSONResponse(subtitles.to_json(sid, lines, names))
-    export = {"srt": subtitles.to_srt, "vtt": subtitles.to_vtt, "txt": subtitles.to_txt}[fmt]
-    body = export(lines, names)
+    if fmt == "txt":
+        body = subtitles.to_txt(lines, names)
+    else:
+        # Cutting cues is CPU work in proportion to the transcript: off the event loop.
+        export = subtitles.to_srt if fmt == "srt" else subtitles.to_vtt
+        body = await asyncio.to_thread(export, lines, names, rules)
     return PlainTextResponse(
         body,
         media_type=subtitles.FORMATS[fmt],

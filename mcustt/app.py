@@ -41,6 +41,7 @@ from mcustt.errors import MCUSTTError, error_response
 from mcustt.ingest import compat_stream, jitsi, whip
 from mcustt.ingest import websocket as ingest_ws
 from mcustt.ingest.whip import WhipManager
+from mcustt.outages import StoreGuard
 from mcustt.state import AppState, open_state
 from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
 
@@ -264,6 +265,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 "/api/transcribe": transcribe_api.max_request_bytes(settings.transcribe_max_bytes)
             },
         ),
+        # issue 13: a request or upgrade the unreachable database failed is 503
+        # STORE_UNAVAILABLE with Retry-After (innermost: CORS, request id, metrics apply)
+        Middleware(StoreGuard),
     ]
     if settings.trusted_proxies:
         # Outermost, so everything after it sees the real client (rate limits key on it).

@@ -94,6 +94,14 @@ class Settings:
     ingest_idle_timeout_s: float = 120.0
     max_utterance_s: float = 15.0
     vad_aggressiveness: int = 2
+    # Endpointing (issue 17, mcustt.vad.Endpointing): the pause that ends an utterance
+    #: ... shorter than ENDPOINT_FAST_AFTER_MS of speech
+    endpoint_silence_ms: int = 600
+    #: ... once it has that much speech (the viewer's wait for most finals)
+    endpoint_fast_silence_ms: int = 120
+    endpoint_fast_after_ms: int = 2000
+    #: a frame this far below the utterance's speech level is silence (0 = webrtcvad only)
+    endpoint_energy_drop_db: float = 35.0
     # Limits (§16)
     rate_create_session: str = "60/minute"
     rate_summarize: str = "30/minute"
@@ -101,6 +109,18 @@ class Settings:
     max_concurrent_ingest: int = 20
     default_max_sessions: int = 50
     default_daily_minutes_cap: int = 6000
+    # Drains and admission control (issue 13)
+    #: on SIGTERM: how long the node has to finalize, hand producers and viewers over
+    #: to other nodes and exit
+    drain_grace_s: float = 10.0
+    #: event-loop lag (p90 over the last 2 s) above which new producers are refused
+    #: (503 NODE_OVERLOADED); 0 = not checked
+    max_loop_lag_ms: float = 100.0
+    #: recognizer backlog (0 idle .. 1 saturated, engines that report one) above which
+    #: new producers are refused; 0 = not checked
+    max_recognizer_load: float = 0.9
+    #: producers (tracks) this node serves at most; 0 = no limit
+    max_producers_per_node: int = 0
     # Fan-out
     viewer_queue_size: int = 256
     sse_ping_s: float = 15.0
@@ -112,6 +132,17 @@ class Settings:
     #: after a meeting's last bridge socket closed, end its session this much later
     #: (a bridge reconnecting in time continues it); 0 = leave it live (abandonment)
     jitsi_end_grace_s: float = 60.0
+    # Node failover (issue 13)
+    #: how often each node renews its heartbeat row
+    node_heartbeat_s: float = 2.0
+    #: a producer claim whose node has not beaten for this long may be taken over
+    node_dead_after_s: float = 6.0
+    # Database outages (issue 13)
+    #: the longest a final may wait for an unreachable database before its producer is
+    #: disconnected (STORE_UNAVAILABLE, close 1013)
+    store_outage_max_s: float = 30.0
+    #: the most finals one track keeps while the database is unreachable
+    store_outage_max_finals: int = 200
     # Jobs and retention
     job_lease_s: float = 120.0
     job_poll_s: float = 1.0
@@ -179,8 +210,23 @@ class Settings:
             raise ConfigError("MCUSTT_RECOGNIZER_WORKERS must be >= 0")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
+        if min(self.endpoint_silence_ms, self.endpoint_fast_silence_ms) < 20:
+            raise ConfigError("MCUSTT_ENDPOINT_SILENCE_MS and _FAST_SILENCE_MS must be >= 20")
+        if self.endpoint_fast_after_ms < 0 or self.endpoint_energy_drop_db < 0:
+            raise ConfigError("MCUSTT_ENDPOINT_FAST_AFTER_MS and _ENERGY_DROP_DB must be >= 0")
+        if self.drain_grace_s <= 0:
+            raise ConfigError("MCUSTT_DRAIN_GRACE_S must be > 0")
+        if self.max_loop_lag_ms < 0 or self.max_recognizer_load < 0:
+            raise ConfigError("MCUSTT_MAX_LOOP_LAG_MS and _MAX_RECOGNIZER_LOAD must be >= 0")
+        if self.max_producers_per_node < 0:
+            raise ConfigError("MCUSTT_MAX_PRODUCERS_PER_NODE must be >= 0")
+        if self.store_outage_max_s <= 0 or self.store_outage_max_finals < 1:
+            raise ConfigError("MCUSTT_STORE_OUTAGE_MAX_S must be > 0, _MAX_FINALS >= 1")
         if self.jitsi_end_grace_s < 0:
             raise ConfigError("MCUSTT_JITSI_END_GRACE_S must be >= 0")
+        if not 0 < self.node_heartbeat_s < self.node_dead_after_s:
+            # a live node must beat at least once before it can look dead
+            raise ConfigError("MCUSTT_NODE_HEARTBEAT_S must be > 0 and < MCUSTT_NODE_DEAD_AFTER_S")
         if self.tts_url_ttl_s < 1 or self.tts_max_chars < 1 or self.tts_concurrency < 1:
             raise ConfigError("MCUSTT_TTS_URL_TTL_S, _MAX_CHARS and _CONCURRENCY must be >= 1")
         if self.diarization_concurrency < 1 or self.diarization_max_speakers < 1:

@@ -16,6 +16,9 @@ Tree (the classes that belong to a seam live next to it)::
     ├── RateLimited             429 RATE_LIMITED (Retry-After) / WS 1013
     ├── DailyCapReached         429 DAILY_CAP_REACHED / WS 1008 (the session ends)
     ├── Unavailable             503 UNAVAILABLE (Retry-After) / WS 1013
+    │   ├── NodeDraining        503 NODE_DRAINING / WS 1012          (mcustt.admission)
+    │   ├── NodeOverloaded      503 NODE_OVERLOADED / WS 1013        (mcustt.admission)
+    │   └── StoreUnavailable    503 STORE_UNAVAILABLE (Retry-After) / WS 1013 (mcustt.outages)
     ├── InvalidAudioFormat      400 INVALID_AUDIO_FORMAT / WS 1003
     ├── FrameTooLarge           413 FRAME_TOO_LARGE / WS 1009
     ├── RecognizerError         503 RECOGNIZER_FAILED / WS 1011   (mcustt.recognizers.base)

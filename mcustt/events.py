@@ -16,12 +16,15 @@ from mcustt.wire import (
     ErrorEvent,
     LanguageEvent,
     PongEvent,
+    ProducerEvent,
     SessionEndEvent,
     Speaker,
     SpeakerEvent,
     StopControl,
     TranscriptEvent,
+    WordTiming,
 )
+from mcustt.words import line_words
 
 
 def dumps(obj: Any) -> str:
@@ -52,7 +55,40 @@ def line_event(line: TranscriptLine, names: Mapping[str, str] | None = None) -> 
     event = transcript(seq=line.seq, text=line.text, is_final=True, lang=line.lang, ts=line.ts)
     if line.speaker:
         event["speaker"] = speaker(line.speaker, (names or {}).get(line.speaker, line.speaker))
+    # issue 17: the same fields as the live final (replay must not differ from live)
+    return timed(
+        event,
+        start_ms=line.start_ms,
+        end_ms=line.end_ms,
+        confidence=line.confidence,
+        words=line_words(line),
+    )
+
+
+def timed(
+    event: TranscriptEvent,
+    *,
+    start_ms: int,
+    end_ms: int,
+    confidence: float | None,
+    words: list[WordTiming] | None,
+) -> TranscriptEvent:
+    """A final's timing fields (issue 17): ``startMs``/``endMs``/``confidence`` always,
+    ``words`` when the engine gave them (a viewer that did not ask gets the event
+    :func:`without_words`)."""
+    event["startMs"] = start_ms
+    event["endMs"] = end_ms
+    event["confidence"] = confidence
+    if words is not None:
+        event["words"] = words
     return event
+
+
+def without_words(event: ProducerEvent) -> ProducerEvent:
+    """The event as a connection that did not ask for word timings gets it."""
+    if "words" not in event:
+        return event
+    return cast(ProducerEvent, {k: v for k, v in event.items() if k != "words"})
 
 
 def speaker(speaker_id: str, name: str) -> Speaker:
@@ -107,6 +143,7 @@ class Event:
     """
 
     __slots__ = (
+        "_plain",
         "_sse",
         "_sse_message",
         "_ws_message",
@@ -139,6 +176,17 @@ class Event:
         self._sse: bytes | None = None
         self._ws_message: dict[str, Any] | None = None
         self._sse_message: dict[str, Any] | None = None
+        #: issue 17: this event for connections that did not ask for word timings (made
+        #: once per node, on first use; the event itself when it has none)
+        self._plain: Event | None = None if "words" in self.data else self
+
+    def without_words(self) -> Event:
+        """This event without ``words``, for a viewer that did not ask for them."""
+        plain = self._plain
+        if plain is None:
+            data = {k: v for k, v in self.data.items() if k != "words"}
+            plain = self._plain = Event(dumps(data), data)
+        return plain
 
     @property
     def sse(self) -> bytes:

@@ -36,8 +36,10 @@ from typing import Any
 import structlog
 
 from mcustt.brokers import Broker, load_broker
+from mcustt.caption_health import Delivery
 from mcustt.config import Settings
 from mcustt.events import Event, dumps, line_event, revised_event, session_end
+from mcustt.metrics import Metrics
 from mcustt.store.repo import Repo
 from mcustt.wire import ChannelMessage
 
@@ -124,11 +126,12 @@ class _Pending:
     """A send the hub ran for an idle viewer that suspended (its socket was full): the
     relay finishes it before anything else (see :class:`_Continue`)."""
 
-    __slots__ = ("coro", "yielded")
+    __slots__ = ("coro", "event", "yielded")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any, event: Event) -> None:
         self.coro = coro
         self.yielded = yielded
+        self.event = event  # what it sends (caption health: when its send completes)
 
 
 class _Continue:
@@ -163,11 +166,13 @@ class _Continue:
 class Viewer:
     __slots__ = (
         "closed",
+        "delivery",
         "direct",
         "kicked",
         "on_kick",
         "pings",
         "queue",
+        "replayed",
         "session_id",
     )
 
@@ -185,6 +190,10 @@ class Viewer:
         #: (filter, send) while the relay sleeps on an empty mailbox in the live phase:
         #: the hub may then send transcripts itself (see :meth:`offer`)
         self.direct: tuple[Follow, Send] | None = None
+        #: issue 17: observes each live final's completed send (None: not measured)
+        self.delivery: Delivery | None = None
+        #: counts finals this viewer got from the store (set by the hub: its metrics)
+        self.replayed: Callable[[int], None] | None = None
 
     def offer(self, item: Event | object) -> None:
         if self.kicked:
@@ -202,6 +211,7 @@ class Viewer:
                     coro = send(event)
                     yielded = coro.send(None)
                 except StopIteration:
+                    _delivered(self, event)
                     return  # sent, without waking anyone
                 except Exception as exc:
                     # The transport refused (the peer is gone): the relay ends.
@@ -210,7 +220,7 @@ class Viewer:
                     return
                 # It has to wait for the socket: the relay takes it over, in first place.
                 self.direct = None
-                self.queue.push_front((_Pending(coro, yielded),))
+                self.queue.push_front((_Pending(coro, yielded, event),))
                 return
         self.direct = None  # something is queued now: later items must queue behind it
         if not self.queue.offer(item):
@@ -234,12 +244,15 @@ class Viewer:
 
 
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.broker: Broker = load_broker(settings, self._deliver, self._resync)
         self._viewers: dict[str, set[Viewer]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
+        #: issue 17: caption delivery timing, given to each viewer (None: no metrics)
+        self.delivery: Delivery | None = Delivery(metrics) if metrics is not None else None
 
     async def start(self) -> None:
         await self.broker.start()
@@ -271,6 +284,9 @@ class Hub:
         ``pings``: the transport wants :data:`PING` every ``sse_ping_s`` (SSE keep-alive).
         """
         viewer = Viewer(session_id, self.settings.viewer_queue_size, pings=pings)
+        viewer.delivery = self.delivery
+        if self.metrics is not None:
+            viewer.replayed = self.metrics.finals_replayed.inc
         async with self._locks[session_id]:
             viewers = self._viewers.get(session_id)
             if viewers is None:
@@ -294,6 +310,11 @@ class Hub:
     def count(self, session_id: str) -> int:
         return len(self._viewers.get(session_id, ()))
 
+    def local_viewers(self) -> list[Viewer]:
+        """Every viewer joined on this node, a snapshot (a drain waits for each to have
+        sent what it was given: issue 13)."""
+        return [viewer for viewers in self._viewers.values() for viewer in viewers]
+
     @property
     def total_viewers(self) -> int:
         return sum(len(v) for v in self._viewers.values())
@@ -307,10 +328,18 @@ class Hub:
         except ValueError:
             log.warning("dropping malformed broker message", session_id=session_id)
             return
+        if event.type == "_resync":
+            # Another node could not publish some of this session's messages (its
+            # outbox overflowed during a broker outage): replay from the store.
+            for viewer in list(viewers):
+                viewer.offer(RESYNC)
+            return
         for viewer in list(viewers):
             viewer.offer(event)
 
     def _resync(self) -> None:
+        if self.metrics is not None:
+            self.metrics.broker_reconnects.inc()
         for viewers in self._viewers.values():
             for viewer in list(viewers):
                 viewer.offer(RESYNC)
@@ -391,6 +420,8 @@ class Follow:
             lines = await self.repo.lines_after(self.viewer.session_id, after, limit=REPLAY_BATCH)
             if lines:
                 self.sent = max(self.sent, lines[-1].seq)
+                if self.viewer.replayed is not None:
+                    self.viewer.replayed(len(lines))
                 for line in lines:
                     self.finals[line.speaker or ""] = line.seq
                 # Lines of participant tracks carry their speaker's current name.
@@ -516,6 +547,15 @@ class Follow:
         return out
 
 
+def _delivered(viewer: Viewer, item: Event | object) -> None:
+    """A send to ``viewer`` completed: time it if it was a live final (issue 17)."""
+    delivery = viewer.delivery
+    if delivery is not None and item.__class__ is Event:
+        event: Event = item
+        if event.is_final and not event.revised and event.type == "transcript":
+            delivery.delivered(event.data.get("ts"), sse=viewer.pings)
+
+
 async def relay(
     repo: Repo,
     viewer: Viewer,
@@ -540,16 +580,21 @@ async def relay(
     queue = viewer.queue
     try:
         batch = await follow.start(last_seq)
+        live = False  # a replay is not live delivery (caption health)
         while True:
             for item in batch:
                 if item.__class__ is _Pending:
                     await _Continue(item.coro, item.yielded)
+                    _delivered(viewer, item.event)
                 else:
                     await send(item)
+                    if live:
+                        _delivered(viewer, item)
             if follow.done:
                 return
             if follow.resync:
                 batch = await follow.replay_missed()
+                live = False
                 continue
             if queue.empty():
                 if viewer.kicked or viewer.closed:
@@ -562,6 +607,7 @@ async def relay(
             if viewer.kicked or viewer.closed:
                 return
             batch = follow.take()
+            live = True
     except asyncio.CancelledError:
         if not viewer.kicked:
             raise

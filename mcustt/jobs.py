@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
@@ -21,6 +22,7 @@ import structlog
 
 from mcustt import logs, wire
 from mcustt.bodies import validate
+from mcustt.captions import Filter, filter_summary
 from mcustt.errors import BadRequest, MCUSTTError
 from mcustt.metrics import Metrics
 from mcustt.store.models import Document, Job, Session
@@ -269,8 +271,11 @@ class JobRunner:
                 claimed = None
             if claimed is None:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose the
+                # shutdown's cancel when the wake-up lands at the same moment.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                    async with asyncio.timeout(self.poll_s):
+                        await self._wake.wait()
                 continue
             try:
                 await self.run(*claimed)
@@ -381,6 +386,12 @@ class JobRunner:
         result = await self.summarizer.summarize(
             lines, lang=lang, prompt=prompt if isinstance(prompt, str) else None
         )
+        if session.profanity_filter not in (None, "off"):
+            # issue 17: the lines are filtered already, but a model writes its own words
+            tenant = await self.repo.get_tenant(session.tenant_id)
+            keywords = wire.merge_keywords(session.keywords, tenant.keywords if tenant else None)
+            flt = Filter(session.profanity_filter, keywords)
+            result = dataclasses.replace(result, content=filter_summary(result.content, flt))
         doc: wire.SessionSummaryResult = {
             "model": result.model,
             "lang": result.lang,

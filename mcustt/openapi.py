@@ -56,7 +56,9 @@ ERRORS: dict[int, str] = {
     502: "The summarizer or the text-to-speech engine failed for good "
     "(`SUMMARIZER_FAILED`, `TTS_FAILED`).",
     503: "The summarizer is not configured (`SUMMARIZER_UNCONFIGURED`), or text to speech "
-    "cannot run (`TTS_UNAVAILABLE`, e.g. espeak-ng not installed). Honour `Retry-After`.",
+    "cannot run (`TTS_UNAVAILABLE`, e.g. espeak-ng not installed), or this node is "
+    "draining (`NODE_DRAINING`: another node answers), or the database is unreachable "
+    "(`STORE_UNAVAILABLE`, any operation that reads or writes it). Honour `Retry-After`.",
 }
 
 RETRY_AFTER: Schema = {
@@ -207,6 +209,11 @@ def _components() -> dict[str, Schema]:
 # -- operations --------------------------------------------------------------------------------
 
 
+#: operations that answer without the database (the rest may answer 503
+#: ``STORE_UNAVAILABLE`` while it is unreachable: issue 13)
+NO_DATABASE = frozenset({"healthz", "readyz", "metrics", "openapi", "docs", "tryPage"})
+
+
 def _op(
     op_id: str,
     summary: str,
@@ -221,6 +228,8 @@ def _op(
     links: dict[str, Schema] | None = None,
 ) -> Schema:
     responses: dict[str, Schema] = {str(status): doc for status, doc in ok.items()}
+    if op_id not in NO_DATABASE and 503 not in errors and 503 not in ok:
+        errors = (*errors, 503)  # issue 13: STORE_UNAVAILABLE while the database is down
     for status in errors:
         responses[str(status)] = _error(status)
     if links:
@@ -277,11 +286,32 @@ def _paths() -> dict[str, Schema]:
         "required": False,
         "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
     }
+    # issue 17: how subtitle cues are cut
+    cue_params = [
+        {
+            "name": "maxLineChars",
+            "in": "query",
+            "required": False,
+            "description": "srt/vtt: characters a cue line holds at most.",
+            "schema": {"type": "integer", "minimum": 10, "maximum": 200, "default": 42},
+        },
+        {
+            "name": "maxLines",
+            "in": "query",
+            "required": False,
+            "description": "srt/vtt: lines a cue holds at most.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 5, "default": 2},
+        },
+    ]
     transcript_ok = {
-        "description": "The transcript. `json` is structured; `srt` and `vtt` are subtitle "
-        "files with cue times from the audio offsets; `txt` is one line per final. Lines "
-        "of participant tracks name their speaker (current name): `speaker` in json, a "
-        "voice span `<v Name>` in vtt, a `Name: ` prefix in srt and txt; one cue per line.",
+        "description": "The transcript. `json` is structured (each line with its "
+        "`confidence` and `words`: word timings, null when none were recorded); `srt` and "
+        "`vtt` are subtitle files cut by word times: cues of at most `maxLines` lines of "
+        "at most `maxLineChars` characters, 1 to 7 s each, never overlapping, at most 20 "
+        "characters a second where the speech allows, a new cue on a speaker change; "
+        "`txt` is one line per final. Lines of participant tracks name their speaker "
+        "(current name): `speaker` in json, a voice span `<v Name>` in vtt, a `Name: ` "
+        "prefix in srt (on a turn's first cue) and txt.",
         "content": {
             "application/json": {"schema": _ref("Transcript")},
             "application/x-subrip": {"schema": STR},
@@ -313,7 +343,11 @@ def _paths() -> dict[str, Schema]:
                 security=[],
                 ok={
                     200: _json(_ref("Readiness"), "Every dependency answers."),
-                    503: _json(_ref("Readiness"), "A dependency failed; `checks` names it."),
+                    503: _json(
+                        _ref("Readiness"),
+                        "A dependency failed (`checks` names it), or the node is draining "
+                        "(status `draining`, after SIGTERM).",
+                    ),
                 },
             )
         },
@@ -402,7 +436,7 @@ def _paths() -> dict[str, Schema]:
                 security=TENANT,
                 body=_body(wire.SessionCreate, required=False),
                 ok={201: _json(_ref("SessionCreated"), "Created. `ownerSecret` is shown once.")},
-                errors=(400, 401, 429),
+                errors=(400, 401, 429, 503),
                 links=_session_links(),
             ),
             "get": _op(
@@ -484,7 +518,7 @@ def _paths() -> dict[str, Schema]:
                 "The transcript as json, srt, vtt or txt",
                 tag="Transcripts",
                 security=tenant_or_read,
-                params=[fmt],
+                params=[fmt, *cue_params],
                 ok={200: transcript_ok},
                 errors=(400, 401, 403, 404),
             ),
@@ -511,6 +545,7 @@ def _paths() -> dict[str, Schema]:
                         "description": "The same, for clients that cannot set headers.",
                         "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
                     },
+                    WORDS_PARAM,
                 ],
                 description="Events `ready`, `transcript` (finals carry `id: seq`; a "
                 'correction of a final, `"revised": true`, carries none), '
@@ -1282,24 +1317,41 @@ def _compat_paths() -> dict[str, Schema]:
     return {"/v1/stt": {"post": op}}
 
 
+#: issue 17: a connection asks for the word timings of finals
+WORDS_PARAM: Schema = {
+    "name": "words",
+    "in": "query",
+    "required": False,
+    "description": "`1`: finals carry their word timings (`words`); a session created "
+    "with `words: true` gives them to every connection.",
+    "schema": {"type": "string", "enum": ["1", "0", "true", "false", "yes", "no"]},
+}
+
 WEBSOCKETS: list[Schema] = [
     {
         "path": "/ws/stt",
         "summary": "Producer socket: PCM16 16 kHz mono in, transcript events out",
         "auth": "`?token=INGEST_TOKEN` (single-use), or an `x-tenant-key` header "
         "(zero-ceremony: the socket creates its session; `?sourceLang=&autoDetect=&title="
-        "&reduceNoise=`)",
+        "&reduceNoise=&profanityFilter=off|mask|remove`)",
         "options": "`?language_hints=ko,en` (≤ 3 candidate languages; legacy `language_hint`; "
         "one the recognizer cannot serve is HTTP 400 `UNSUPPORTED_LANGUAGE` at the upgrade); "
         "`?encoding=opus` (opt-in: one raw Opus packet per binary frame, or an OGG/Opus "
         "stream detected by its `OggS` start; `&sample_rate=` any Opus rate or `auto`, "
-        "`&channels=1|2`); PCM16 stays the default",
+        "`&channels=1|2`); PCM16 stays the default; `&words=1`: finals on this socket "
+        "carry their word timings (`words`)",
         "send": "binary PCM16 frames of 20-100 ms (or Opus with `?encoding=opus`); "
         '`{"type":"ping"}`; `{"type":"stop"}`',
         "receive": "`ready`, `transcript` (interim and final, with seq), `language`, "
         "`pong`, `error`, `session-end`",
         "close": "1000 stop/idle/ended, 1003 bad audio, 1008 daily cap, 1009 too large, "
-        "1011 recognizer failure; upgrade refusals are HTTP 401/404/409/429",
+        "1011 recognizer failure, 1012 the node is draining (after an `error` frame "
+        "`NODE_DRAINING`: continue on another node with a fresh ingest token); upgrade "
+        "refusals are HTTP 401/404/409/429, and 503 `NODE_DRAINING` / `NODE_OVERLOADED` "
+        "(this node cannot take a producer now: try another, `Retry-After`); 1013 after "
+        "an `error` frame `STORE_UNAVAILABLE` (the database was unreachable longer than "
+        "the node keeps finals: reconnect once it is back; 503 `STORE_UNAVAILABLE` "
+        "refuses upgrades meanwhile)",
     },
     {
         "path": "/v1/stt/stream",
@@ -1322,12 +1374,15 @@ WEBSOCKETS: list[Schema] = [
     {
         "path": "/ws/subscribe",
         "summary": "Read-only event socket",
-        "auth": "`?token=SUBSCRIBE_OR_EMBED_TOKEN`; `&lastSeq=N` replays finals after N",
+        "auth": "`?token=SUBSCRIBE_OR_EMBED_TOKEN`; `&lastSeq=N` replays finals after N; "
+        "`&words=1`: finals carry their word timings (`words`)",
         "send": "nothing (a binary frame closes 1003)",
         "receive": "`transcript`, `language`, `speaker`, `session-end`; a correction of a "
         "final is a "
         '`transcript` with its seq and `"revised": true` (replace that line\'s text)',
-        "close": "1000 session ended, 1008 `SLOW_CONSUMER` (reconnect with lastSeq)",
+        "close": "1000 session ended, 1008 `SLOW_CONSUMER` (reconnect with lastSeq), 1012 "
+        "`NODE_DRAINING` (the node is going away: reconnect, to any node, with lastSeq); "
+        "upgrade refusal 503 `NODE_DRAINING` while the node drains",
     },
     {
         "path": "/transcribe",

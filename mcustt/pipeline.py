@@ -20,24 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import structlog
 
 from mcustt import events
+from mcustt.caption_health import SessionHealth, trailing_silence_ms
+from mcustt.captions import Shaper
+from mcustt.commits import CommitQueue
 from mcustt.errors import DailyCapReached, MCUSTTError
 from mcustt.fanout import Hub
 from mcustt.metrics import Metrics
+from mcustt.outages import StoreHealth, release_claim, renew_lease, tolerated
 from mcustt.recognizers import Hypothesis, Recognizer, RecognizerError, RecognizerStream
 from mcustt.sessions import SessionService
 from mcustt.store.models import Session, Tenant, TranscriptLine
 from mcustt.types import pcm_ms
-from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
+from mcustt.vad import Audio, End, Endpointing, Segmenter, Start, VadEvent
 from mcustt.wire import (
     ChannelMessage,
     ProducerEvent,
@@ -46,6 +51,7 @@ from mcustt.wire import (
     Speaker,
     merge_keywords,
 )
+from mcustt.words import clamp_confidence, session_words
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +76,8 @@ class TranscriptStore(Protocol):
         end_ms: int,
         audio_ms: int,
         speaker: str | None = None,
+        words: Sequence[Mapping[str, Any]] | None = None,
+        confidence: float | None = None,
     ) -> TranscriptLine: ...
 
     async def set_detected_lang(self, session_id: str, lang: str) -> None: ...
@@ -94,6 +102,14 @@ class PipelineConfig:
     #: issue 15: one noise suppressor per stream, for sessions with ``reduceNoise``
     #: (``mcustt.denoise.make_suppressor``; None: this node has none)
     make_suppressor: Callable[[], Suppressor] | None = None
+    #: issue 13: how long a final may wait for an unreachable database, and how many
+    #: may wait (``MCUSTT_STORE_OUTAGE_MAX_S``, ``MCUSTT_STORE_OUTAGE_MAX_FINALS``)
+    store_outage_max_s: float = 30.0
+    store_outage_max_finals: int = 200
+    #: issue 13: the node's view of the database (None: a pipeline without a server)
+    store_health: StoreHealth | None = None
+    #: issue 17: when a pause ends an utterance (``MCUSTT_ENDPOINT_*``; None: defaults)
+    endpointing: Endpointing | None = None
 
 
 class Suppressor(Protocol):
@@ -105,6 +121,10 @@ class Suppressor(Protocol):
 
 #: audio gathered for one trip to the suppressor's thread: 100 ms (latency vs hops)
 DENOISE_BATCH_BYTES = 3_200
+
+#: an unchanged interim is sent again after this long (a heartbeat; engines repeat
+#: theirs every 100-200 ms of audio), so interims come every <= ~200 ms during speech
+INTERIM_HEARTBEAT_S = 0.15
 
 #: audio buffered between transport and recognizer: room for a slow final (10 s)
 QUEUE_BYTES = 10 * 32_000
@@ -227,6 +247,13 @@ class SessionPipeline:
         #: issue 15: candidate languages, and keywords (the session's, then the tenant's)
         self.language_hints = list(session.language_hints or [])
         self.keywords = merge_keywords(session.keywords, tenant.keywords)
+        #: issue 17: profanity filter, then case and punctuation for engines without
+        self.shaper = Shaper(
+            punctuates=recognizer.punctuates,
+            language=session.source_lang,
+            keywords=self.keywords,
+            profanity=session.profanity_filter or "off",
+        )
         #: issue 15: the session asked for noise suppression (NOISE's suppressor runs
         #: in front of VAD when it is given one)
         self.reduce_noise = bool(session.reduce_noise)
@@ -252,13 +279,18 @@ class SessionPipeline:
         self._uncounted_ms = 0
         self._queue = AudioQueue(QUEUE_BYTES)
         self._segmenter = Segmenter(
-            aggressiveness=config.vad_aggressiveness, max_ms=config.max_utterance_ms
+            aggressiveness=config.vad_aggressiveness,
+            max_ms=config.max_utterance_ms,
+            endpointing=config.endpointing,
         )
         self._stream: RecognizerStream | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._utt_start_ms = 0
         self._utt_end_wall = 0.0
+        #: issue 17: this track's caption timings (metrics, the session's p50/p95)
+        self.health = SessionHealth(session.id, metrics, store)
         self._last_interim: tuple[int, str] | None = None
+        self._last_interim_at = 0.0
         self._runner: asyncio.Task[None] | None = None
         #: set once the pipeline stopped; ``failure`` says why if it was not asked to
         self.finished = asyncio.Event()
@@ -266,6 +298,17 @@ class SessionPipeline:
         self.log = log.bind(session_id=session.id, tenant_id=tenant.id)
         if self.participant_id is not None:
             self.log = self.log.bind(participant_id=self.participant_id)
+        #: issue 13: the track's finals, stored then sent in order, through outages
+        self._commits = CommitQueue(
+            max_outage_s=config.store_outage_max_s,
+            max_pending=config.store_outage_max_finals,
+            on_fatal=self._store_failed,
+            health=config.store_health,
+            metrics=metrics,
+            logger=self.log,
+        )
+        #: finals submitted and not stored yet (they take the next seqs)
+        self._unstored = 0
 
     @property
     def key(self) -> TrackKey:
@@ -273,8 +316,9 @@ class SessionPipeline:
 
     @property
     def next_seq(self) -> int:
-        """The seq the session would give its next final (as this node knows it)."""
-        return self.seq_line.last + 1
+        """The seq the session would give its next final (as this node knows it; the
+        finals still waiting for the database take theirs first)."""
+        return self.seq_line.last + 1 + self._unstored
 
     # -- adapter side ------------------------------------------------------------------
 
@@ -365,6 +409,15 @@ class SessionPipeline:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._runner)
 
+    async def drain(self, reason: MCUSTTError) -> None:
+        """The node is draining (issue 13): finalize now (the open utterance's final
+        persisted and published, as :meth:`close`), and stop with ``reason`` as the
+        failure, so the transport tells its producer why and closes its socket."""
+        if self.failure is None:
+            # Set before the task ends: the transport wakes on ``finished`` and reads it.
+            self.failure = reason
+        await self.close()
+
     def renamed(self, speaker: object) -> None:
         """A ``speaker`` event's speaker: if it is this track's, its events carry the new
         name from now on."""
@@ -390,7 +443,12 @@ class SessionPipeline:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
         await self._drop_stream()
+        await self._commits.aclose()
         self.finished.set()
+
+    def _store_failed(self, exc: MCUSTTError) -> None:
+        """The commit queue gave up (issue 13): the task stops with ``exc``, in order."""
+        self._queue.put_nowait(_Failed(exc))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -413,12 +471,18 @@ class SessionPipeline:
                     raise cast(_Failed, item).exc
             await self._end_utterance()
             self._bill()
-            await self.usage.flush()
-            await self.store.set_audio_ms(self.session_id, self.audio_ms)
+            with tolerated("usage", self._commits.health):  # the node's meter writes it later
+                await self.usage.flush()
+            # issue 13: after the finals still waiting for the database (if it is down)
+            audio_ms = self.audio_ms
+            self._commits.submit(lambda: self.store.set_audio_ms(self.session_id, audio_ms))
+            await self._commits.drain()
         except MCUSTTError as exc:
             self.failure = exc
             self.log.warning("pipeline stopped", code=exc.code, reason=exc.message)
             await self._drop_stream()
+            with contextlib.suppress(MCUSTTError):
+                await self._commits.drain()  # finals recognized before the failure
             with contextlib.suppress(Exception):
                 self._bill()
             with contextlib.suppress(Exception):
@@ -428,12 +492,16 @@ class SessionPipeline:
             self.log.exception("pipeline crashed")
             await self._drop_stream()
         finally:
-            self.finished.set()
+            try:
+                await self.health.aclose()  # its last figures (bounded), its task ended
+            finally:
+                self.finished.set()
 
     async def _vad_event(self, ev: Start | Audio | End) -> None:
         if isinstance(ev, Start):
             await self._end_utterance()  # defensive: one stream at a time
             self._utt_start_ms = self._base_ms + ev.at_ms
+            self.health.speech_started()
             self._stream = self.recognizer.open_stream(
                 language=self.language,
                 auto_detect=self.auto_detect,
@@ -449,6 +517,7 @@ class SessionPipeline:
             await self._feed(ev.pcm)
         else:
             self._utt_end_wall = time.monotonic()
+            self.health.speech_ended(trailing_silence_ms(self._segmenter))
             await self._end_utterance()
 
     async def _feed(self, pcm: bytes) -> None:
@@ -494,11 +563,14 @@ class SessionPipeline:
             await self._hypothesis(hyp, utt_start_ms)
 
     async def _hypothesis(self, hyp: Hypothesis, utt_start_ms: int) -> None:
+        # issue 17: interims and finals shaped once, before anyone sees or stores them
+        hyp = self.shaper.shape(hyp)
         text = " ".join(hyp.text.split())
         lang = hyp.lang or self.language
         if hyp.lang and hyp.lang != self.detected:
-            self.detected = hyp.lang
-            await self.store.set_detected_lang(self.session_id, hyp.lang)
+            self.detected = detected = hyp.lang
+            # issue 13: in order with the finals, retried through a database outage
+            self._commits.submit(lambda: self.store.set_detected_lang(self.session_id, detected))
             # A session with a fixed language asked for no detection: no event for it.
             if self.auto_detect:
                 await self._emit(events.language(hyp.lang))
@@ -506,10 +578,18 @@ class SessionPipeline:
             return
         now_ms = int(time.time() * 1000)
         if not hyp.is_final:
-            # Engines repeat unchanged interims to show liveness; viewers gain nothing.
-            if self._last_interim == (self.next_seq, text):
+            # Engines repeat unchanged interims to show liveness: passed on only as a
+            # heartbeat, so viewers get one at least every ~200 ms while speech goes on
+            # (issue 17), not every repeat.
+            now = time.monotonic()
+            if (
+                self._last_interim == (self.next_seq, text)
+                and now - self._last_interim_at < INTERIM_HEARTBEAT_S
+            ):
                 return
             self._last_interim = (self.next_seq, text)
+            self._last_interim_at = now
+            self.health.interim()
             await self._emit(
                 events.transcript(
                     seq=self.next_seq,
@@ -521,39 +601,62 @@ class SessionPipeline:
                 )
             )
             return
+        self.health.final()
         start = utt_start_ms + (hyp.start_ms or 0)
         end = utt_start_ms + hyp.end_ms if hyp.end_ms is not None else self.audio_ms
+        end = max(end, start)
+        # issue 17: the engine's words in session time, inside [start, end]
+        timings = session_words(hyp.words, utt_start_ms, start, end)
+        confidence = clamp_confidence(hyp.confidence)
         line = self.seq_line
-        # One final of the session at a time on this node, from allocation to publish:
-        # viewers get this node's finals in seq order.
-        async with line.lock:
-            # Persist first: a final anyone has seen can always be replayed. The store
-            # allocates the seq (shared with the session's other tracks, on any node).
-            persisted = await self.store.append_final(
-                self.session_id,
-                text=text,
-                lang=lang,
-                ts=now_ms,
-                start_ms=start,
-                end_ms=max(end, start),
-                audio_ms=self.audio_ms,
-                speaker=self.participant_id,
-            )
-            seq = persisted.seq
-            line.last = max(line.last, seq)
-            self.metrics.finals.inc()
-            if self._utt_end_wall:
-                self.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
-            await self._emit(
-                events.transcript(
-                    seq=seq,
+        audio_ms = self.audio_ms
+
+        async def commit() -> None:
+            # One final of the session at a time on this node, from allocation to publish:
+            # viewers get this node's finals in seq order.
+            async with line.lock:
+                # Persist first: a final anyone has seen can always be replayed. The store
+                # allocates the seq (shared with the session's other tracks, on any node).
+                persisted = await self.store.append_final(
+                    self.session_id,
                     text=text,
-                    is_final=True,
                     lang=lang,
                     ts=now_ms,
-                    speaker=self.participant,
+                    start_ms=start,
+                    end_ms=end,
+                    audio_ms=audio_ms,
+                    speaker=self.participant_id,
+                    words=timings,
+                    confidence=confidence,
                 )
-            )
+                seq = persisted.seq
+                line.last = max(line.last, seq)
+                self._unstored -= 1
+                self.metrics.finals.inc()
+                if self._utt_end_wall:
+                    self.metrics.final_latency.observe(time.monotonic() - self._utt_end_wall)
+                await self._emit(
+                    events.timed(
+                        events.transcript(
+                            seq=seq,
+                            text=text,
+                            is_final=True,
+                            lang=lang,
+                            ts=now_ms,
+                            speaker=self.participant,
+                        ),
+                        start_ms=start,
+                        end_ms=end,
+                        confidence=confidence,
+                        words=timings,
+                    )
+                )
+
+        # issue 13: stored, then sent, by the track's commit queue, which retries while
+        # the database is unreachable: then recognition goes on meanwhile.
+        self._unstored += 1
+        self._commits.submit(commit)
+        await self._commits.settled()
 
     async def _emit(self, event: ServerEvent) -> None:
         self.sink(event)
@@ -623,6 +726,10 @@ class PipelineRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
+    def live(self) -> list[SessionPipeline]:
+        """Every pipeline on this node (a drain finalizes them all: issue 13)."""
+        return list(self._live.values())
+
     async def open(
         self,
         session: Session,
@@ -678,20 +785,37 @@ class PipelineRegistry:
         if not self.tracks(session_id):
             self._lines.pop(session_id, None)
         self.metrics.producers.set(len(self._live))
-        await self.sessions.release_producer(session_id, producer_id, participant_id)
+        # issue 13: during a database outage, released once it is back
+        await release_claim(
+            self.config.store_health,
+            lambda: self.sessions.release_producer(session_id, producer_id, participant_id),
+            session_id=session_id,
+        )
 
     async def _keep(self, key: TrackKey, producer_id: str) -> None:
         """Renew the track's lease, and obey a stop published by another node."""
         session_id, participant_id = key
         viewer = await self.hub.join(session_id)
+        # Jittered renewals: leases of streams started together spread out. A deadline,
+        # not a timeout per item: the session's events must not postpone it.
+        due = time.monotonic() + random.uniform(7.0, 13.0)
         try:
             while True:
+                if time.monotonic() >= due:
+                    # issue 13: a renewal the database could not take is tried again
+                    # every second, so the lease is renewed as soon as it is back.
+                    renewed = await renew_lease(
+                        self.config.store_health,
+                        lambda: self.sessions.renew_producer(
+                            session_id, producer_id, participant_id
+                        ),
+                    )
+                    due = time.monotonic() + (random.uniform(7.0, 13.0) if renewed else 1.0)
                 with contextlib.suppress(TimeoutError):
-                    # Jittered renewals: leases of streams started together spread out.
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
                     # cancel that lands as the queue yields an item (session-end does,
                     # just as the track is released), and the keeper never stopped.
-                    async with asyncio.timeout(random.uniform(7.0, 13.0)):
+                    async with asyncio.timeout(max(0.0, due - time.monotonic())):
                         item = await viewer.queue.get()
                     if isinstance(item, events.Event) and item.type == "_stop":
                         if key in self._live and session_id not in self._stopping:
@@ -709,8 +833,6 @@ class PipelineRegistry:
                         pipeline = self._live.get(key)
                         if pipeline is not None:
                             pipeline.end(cast(SessionEndEvent, item.data))
-                    continue
-                await self.sessions.renew_producer(session_id, producer_id, participant_id)
         finally:
             await self.hub.leave(viewer)
 
@@ -728,7 +850,13 @@ class PipelineRegistry:
             pipelines = self.tracks(session_id)
             await asyncio.gather(*(p.close() for p in pipelines), return_exceptions=True)
             for p in pipelines:
-                await self.sessions.release_producer(session_id, p.producer_id, p.participant_id)
+                await release_claim(
+                    self.config.store_health,
+                    functools.partial(
+                        self.sessions.release_producer, session_id, p.producer_id, p.participant_id
+                    ),
+                    session_id=session_id,
+                )
         finally:
             self._stopping.discard(session_id)
 
@@ -773,7 +901,9 @@ class PipelineRegistry:
         stop whatever is still ending a session for another node."""
         for key, pipeline in list(self._live.items()):
             try:
-                await asyncio.wait_for(pipeline.close(), timeout=10)
+                # asyncio.timeout, not wait_for (its lost cancel on Python 3.11)
+                async with asyncio.timeout(10):
+                    await pipeline.close()
             except TimeoutError:
                 await pipeline.abort()
             await self._forget(key, pipeline.producer_id)

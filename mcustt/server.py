@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import math
+import signal
 import socket
+import time
+from types import FrameType
 from typing import Any
 
+import structlog
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -15,6 +21,7 @@ from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooMany
 from mcustt.app import create_app
 from mcustt.asgi import Outermost
 from mcustt.config import Settings
+from mcustt.drain import drain as drain_node
 from mcustt.ingest.audio import MAX_FRAME_BYTES
 from mcustt.state import AppState
 from mcustt.wire import HTTP_STATUS_CODES, ErrorCode
@@ -179,14 +186,73 @@ def uvicorn_options() -> dict[str, Any]:
 
 class Server(uvicorn.Server):
     """uvicorn's server, telling the app's hub when it starts shutting down (uvicorn
-    gives the app no other sign before open responses have ended)."""
+    gives the app no other sign before open responses have ended), and draining the
+    node on SIGTERM before uvicorn's shutdown closes the sockets (issue 13).
+
+    SIGTERM runs :meth:`drain` (``MCUSTT_DRAIN_GRACE_S``), then the usual shutdown; the
+    process then exits 0 (uvicorn would raise SIGTERM again once it is done, ending the
+    process with the signal: a drained node stopped as asked). A second SIGTERM or a
+    SIGINT during the drain cuts it short. SIGINT alone keeps uvicorn's behaviour.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_asked = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def _app_state(self) -> AppState | None:
+        state = getattr(getattr(self.config.app, "state", None), "mcustt", None)
+        return state if isinstance(state, AppState) else None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        self._loop = asyncio.get_running_loop()
         # The lifespan has run: the services exist (unless start-up failed).
-        state = getattr(getattr(self.config.app, "state", None), "mcustt", None)
-        if isinstance(state, AppState):
+        state = self._app_state()
+        if state is not None:
             state.hub.watch_exit(lambda: self.should_exit)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: runs between two bytecodes of whatever the loop was doing,
+        # so it only flips flags and hands the drain to the loop.
+        loop = self._loop
+        if sig == signal.SIGTERM and not self._drain_asked and not self.should_exit:
+            self._drain_asked = True
+            if loop is not None and self._app_state() is not None:
+                loop.call_soon_threadsafe(self._start_drain)
+            else:  # not started yet: nothing to drain
+                self.should_exit = True
+            return
+        if self._drain_asked and loop is not None:
+            loop.call_soon_threadsafe(self._cut_drain)
+        if sig == signal.SIGTERM:
+            self.should_exit = True  # not recorded: no SIGTERM raised again at the end
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.create_task(self.drain(), name="drain")
+
+    def _cut_drain(self) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+
+    async def drain(self) -> None:
+        """Drain the node (see :mod:`mcustt.drain`), then let uvicorn shut down, with
+        what is left of the grace period for its own wait on open connections."""
+        state = self._app_state()
+        try:
+            if state is not None:
+                grace = state.settings.drain_grace_s
+                started = time.monotonic()
+                await drain_node(state, grace_s=grace)
+                left = grace - (time.monotonic() - started)
+                self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
+        except Exception:
+            structlog.get_logger(__name__).exception("drain failed")
+        finally:
+            self.should_exit = True
 
 
 def uvicorn_config(settings: Settings, *, host: str, port: int, **extra: object) -> uvicorn.Config:

@@ -10,9 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from mcustt import wire
+import structlog
+
+from mcustt import caption_health, wire
 from mcustt.config import Settings
 from mcustt.errors import Conflict, NotFound, RateLimited, Unauthorized
+from mcustt.metrics import Metrics
 from mcustt.store.models import Session, Tenant
 from mcustt.store.repo import Repo
 from mcustt.tenants import brand_json
@@ -24,6 +27,8 @@ from mcustt.tokens import (
     random_id,
     same_digest,
 )
+
+log = structlog.get_logger(__name__)
 
 LANGUAGE_NAMES = {
     "en-US": "English (US)",
@@ -68,10 +73,21 @@ class Credentials:
 
 
 class SessionService:
-    def __init__(self, repo: Repo, settings: Settings, issuer: TokenIssuer) -> None:
+    def __init__(
+        self,
+        repo: Repo,
+        settings: Settings,
+        issuer: TokenIssuer,
+        *,
+        node_id: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.repo = repo
         self.settings = settings
         self.issuer = issuer
+        #: this node, named in its claims (issue 13); None: claims hold by lease alone
+        self.node_id = node_id
+        self.metrics = metrics
 
     # -- creation and tokens -------------------------------------------------
 
@@ -85,7 +101,9 @@ class SessionService:
         language_hints: list[str] | None = None,
         keywords: list[str] | None = None,
         reduce_noise: bool = False,
+        profanity_filter: wire.ProfanityFilter | None = None,
         session_id: str | None = None,
+        words: bool = False,
     ) -> tuple[Session, wire.SessionCreated]:
         """A live session and the one-time response (tokens, URLs, owner secret).
 
@@ -109,6 +127,10 @@ class SessionService:
             language_hints=hints,
             keywords=wire.merge_keywords(keywords),
             reduce_noise=reduce_noise,
+            words=words,  # issue 17: finals carry word timings for every viewer
+            # issue 17: resolved now, so a later change of the tenant's default does not
+            # change what a running meeting shows
+            profanity_filter=profanity_filter or tenant.profanity_filter or "off",
         )
         ingest_token, claims = self.issuer.mint(session.id, tenant.id, "ingest")
         session.ingest_jti = claims.jti
@@ -232,6 +254,9 @@ class SessionService:
             RateLimited: the tenant is at its concurrent-ingest cap.
         """
         cap = self.settings.max_concurrent_ingest
+        # A claim of a node whose heartbeat stopped is free (issue 13); without a node id
+        # (no heartbeat running) claims are decided by their leases alone.
+        dead_after = self.settings.node_dead_after_s if self.node_id else None
         if participant_id is not None:
             claim = await self.repo.claim_track(
                 session_id,
@@ -241,6 +266,8 @@ class SessionService:
                 producer_id=producer_id,
                 lease_s=self.lease_s,
                 max_active=cap,
+                node_id=self.node_id,
+                dead_after_s=dead_after,
             )
         else:
             claim = await self.repo.claim_producer(
@@ -250,7 +277,18 @@ class SessionService:
                 producer_id=producer_id,
                 lease_s=self.lease_s,
                 max_active=cap,
+                node_id=self.node_id,
+                dead_after_s=dead_after,
             )
+        if claim.took_over is not None:
+            log.warning(
+                "producer claim taken over from a dead node",
+                session_id=session_id,
+                participant_id=participant_id,
+                dead_node=claim.took_over,
+            )
+            if self.metrics is not None:
+                self.metrics.producer_takeovers.inc()
         if claim.outcome == "capped":
             raise RateLimited(
                 f"the tenant has {claim.active} producers connected (cap {cap})",
@@ -360,4 +398,7 @@ class SessionService:
             "languageHints": list(fresh.language_hints or []),
             "keywords": list(fresh.keywords or []),
             "reduceNoise": bool(fresh.reduce_noise),
+            "words": bool(fresh.words),
+            "profanityFilter": fresh.profanity_filter or "off",
+            "latency": caption_health.stored_latency(fresh.caption_latency),
         }

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from starlette.requests import HTTPConnection
 
+from mcustt.admission import Gate
 from mcustt.bridges import BridgeService
 from mcustt.config import Settings
 from mcustt.corrections import Corrections
@@ -27,6 +28,8 @@ from mcustt.fanout import Hub
 from mcustt.jobs import JobRunner
 from mcustt.limits import RateLimiter
 from mcustt.metrics import Metrics
+from mcustt.nodes import NodeHeartbeat
+from mcustt.outages import StoreHealth
 from mcustt.pipeline import PipelineConfig, PipelineRegistry, Suppressor
 from mcustt.recognizers import Recognizer, load_recognizer
 from mcustt.retention import Retention
@@ -40,6 +43,7 @@ from mcustt.tokens import TokenIssuer, random_id
 from mcustt.transcribe import FileTranscriber
 from mcustt.tts import load_synthesizer
 from mcustt.usage import UsageMeter
+from mcustt.vad import endpointing_of
 from mcustt.webhooks import WebhookService
 
 log = structlog.get_logger(__name__)
@@ -70,6 +74,10 @@ class AppState:
     tts: TextToSpeech
     #: file transcription: uploads and audio_url files into ended sessions (issue 15)
     transcriber: FileTranscriber
+    #: admission control and drain state (issue 13)
+    gate: Gate
+    #: issue 13: whether the database answers (outages counted, probed until back)
+    store_health: StoreHealth
 
     def client_ip(self, conn: HTTPConnection) -> str:
         """The client's address (behind trusted proxies, uvicorn's ProxyHeadersMiddleware
@@ -97,7 +105,17 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             ingest_ttl_s=s.ingest_token_ttl_s,
             read_ttl_s=s.read_token_ttl_s,
         )
-        sessions = SessionService(repo, s, issuer)
+        node_id = "node_" + random_id(8)
+        metrics = Metrics()
+        # issue 13: closed last of all (its retries of claim releases may run until then)
+        store_health = StoreHealth(db.ping, metrics)
+        stack.push_async_callback(store_health.aclose)
+        # Issue 13: this node's heartbeat row exists before any claim names it, and goes
+        # after the pipelines (closed first) have released their claims.
+        heartbeat = NodeHeartbeat(repo, node_id, interval_s=s.node_heartbeat_s, metrics=metrics)
+        await heartbeat.start()
+        stack.push_async_callback(heartbeat.aclose)
+        sessions = SessionService(repo, s, issuer, node_id=node_id, metrics=metrics)
         limiter = RateLimiter(s)
         stack.push_async_callback(limiter.aclose)
         summarizer = load_summarizer(s)
@@ -110,7 +128,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         recognizer = load_recognizer(s)
         await recognizer.start()
         stack.push_async_callback(recognizer.aclose)
-        hub = Hub(s)
+        hub = Hub(s, metrics=metrics)
         await hub.start()
         # Viewers are disconnected after every pipeline has published its last final.
         stack.push_async_callback(hub.aclose)
@@ -119,8 +137,6 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         # finalized by then).
         stack.push_async_callback(usage.aclose)
         await stack.enter_async_context(_task(usage.run(), "usage"))
-        node_id = "node_" + random_id(8)
-        metrics = Metrics()
         jobs = JobRunner(
             repo,
             summarizer,
@@ -142,12 +158,19 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
                 vad_aggressiveness=s.vad_aggressiveness,
                 max_utterance_ms=int(s.max_utterance_s * 1000),
                 make_suppressor=suppressor_factory(s),
+                store_outage_max_s=s.store_outage_max_s,
+                store_outage_max_finals=s.store_outage_max_finals,
+                store_health=store_health,
+                endpointing=endpointing_of(s),
             ),
             on_ended=jobs.enqueue_session_summary,
         )
         # First to close of the services: live pipelines finalize, so every final
         # already recognized is persisted (and its summary queued).
         stack.push_async_callback(pipelines.aclose)
+        # issue 13: admission control, with its lag monitor (cancelled on exit)
+        gate = Gate(s, metrics, recognizer, lambda: len(pipelines))
+        await stack.enter_async_context(_task(gate.run(), "admission-monitor"))
         # Jitsi bridge meetings (issue 14): its grace-period enders close before the
         # pipelines do (they end sessions through them).
         bridges = BridgeService(
@@ -211,6 +234,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             corrections=Corrections(repo, hub.publish),
             tts=tts,
             transcriber=transcriber,
+            gate=gate,
+            store_health=store_health,
         )
 
 

@@ -39,6 +39,7 @@ def tenant_json(t: Tenant) -> wire.Tenant:
         "createdAt": t.created_at,
         "updatedAt": t.updated_at,
         "keywords": list(t.keywords or []),
+        "profanityFilter": t.profanity_filter or "off",
     }
 
 
@@ -72,6 +73,7 @@ async def create(db: Database, settings: Settings, body: TenantCreate) -> tuple[
         logo_url=brand.logoUrl if brand else None,
         allowed_origins=list(body.allowedOrigins or []),
         keywords=wire.merge_keywords(body.keywords),
+        profanity_filter=body.profanityFilter,
         created_at=now,
         updated_at=now,
     )
@@ -113,6 +115,8 @@ def _changes(body: TenantUpdate) -> dict[str, object]:
         values["disabled"] = body.disabled
     if body.keywords is not None:
         values["keywords"] = wire.merge_keywords(body.keywords)
+    if body.profanityFilter is not None:
+        values["profanity_filter"] = body.profanityFilter
     values["updated_at"] = time.time()
     return values
 

@@ -54,6 +54,7 @@ from mcustt.tokens import digest, new_owner_secret, random_id
 from mcustt.types import BYTES_PER_MS, SAMPLE_RATE
 from mcustt.vad import Audio, End, Segmenter, Start, VadEvent
 from mcustt.wire import ErrorCode
+from mcustt.words import clamp_confidence, session_words
 
 log = structlog.get_logger(__name__)
 
@@ -369,6 +370,8 @@ class _Final:
     lang: str
     confidence: float | None
     speaker: str = "0"
+    #: issue 17: the words with their timings in the file's time (None: none given)
+    words: list[wire.WordTiming] | None = None
 
 
 #: A diarization result: (speaker, start_ms, end_ms) turns.
@@ -641,6 +644,7 @@ class FileTranscriber:
                     text=text,
                     lang=hyp.lang or language,
                     confidence=float(confidence) if confidence is not None else None,
+                    words=session_words(hyp.words, start, s, max(e, s)),
                 )
             )
         return out
@@ -716,6 +720,9 @@ class FileTranscriber:
                 start_ms=f.start_ms,
                 end_ms=f.end_ms,
                 speaker=f.speaker,
+                # issue 17: the json export of a file's session has its word timings too
+                words=[dict(w) for w in f.words] if f.words is not None else None,
+                confidence=clamp_confidence(f.confidence),
             )
             for i, f in enumerate(finals)
         ]

@@ -35,6 +35,7 @@ from mcustt.fanout import PING, Viewer, relay
 from mcustt.state import AppState, app_state
 from mcustt.store.models import Session
 from mcustt.wire import CloseCode, CloseReason, ErrorCode, ErrorEvent
+from mcustt.words import wants_words
 from mcustt.wsutil import reject
 
 log = structlog.get_logger(__name__)
@@ -96,12 +97,16 @@ class _Connection:
     :func:`mcustt.fanout.relay`) while the connection's own task waits for the peer to
     leave. Whichever side ends first ends the other."""
 
-    __slots__ = ("last_seq", "reading", "relay", "send", "state", "task", "viewer")
+    __slots__ = ("last_seq", "reading", "relay", "send", "state", "task", "viewer", "words")
 
-    def __init__(self, state: AppState, viewer: Viewer, last_seq: int | None) -> None:
+    def __init__(
+        self, state: AppState, viewer: Viewer, last_seq: int | None, *, words: bool = False
+    ) -> None:
         self.state = state
         self.viewer = viewer
         self.last_seq = last_seq
+        #: issue 17: finals keep their word timings (the session's ``words`` or ``?words=1``)
+        self.words = words
         #: the server's own send (uvicorn's is a coroutine function, so the hub may start
         #: a send eagerly); set by :meth:`run` before the relay starts
         self.send: RawSend = _not_running
@@ -197,7 +202,8 @@ class _Connection:
             return
         if viewer.closed:
             return
-        if viewer.kicked:
+        if viewer.kicked and viewer.kicked.startswith(CloseReason.SLOW_CONSUMER):
+            # (a drain's or a shutdown's kick is not a viewer falling behind)
             self.state.metrics.viewers_kicked.inc()
         await self.ended()
         await self.state.hub.leave(viewer)
@@ -214,19 +220,24 @@ class _Connection:
 async def subscribe_endpoint(ws: WebSocket) -> None:
     state = app_state(ws)
     try:
+        state.gate.admit_viewer()  # issue 13: a draining node sends viewers elsewhere
         await state.limiter.hit("ws_upgrade", state.client_ip(ws))
         last_seq = _seq_param(ws.query_params.get("lastSeq"), "lastSeq")
-        session_id = (await authorize_viewer(state, ws, ws.query_params.get("token"), None)).id
+        session = await authorize_viewer(state, ws, ws.query_params.get("token"), None)
+        session_id = session.id
+        words = wants_words(ws.query_params.get("words"), session_default=session.words)
     except MCUSTTError as exc:
         await reject(ws, exc)
         return
+    if last_seq:
+        state.metrics.viewer_resumes.inc()  # a reconnect (issue 13: caption health)
     viewer = await state.hub.join(session_id)
     try:
         await ws.accept()
     except BaseException:
         await state.hub.leave(viewer)
         raise
-    conn = _WsConnection(state, viewer, last_seq)
+    conn = _WsConnection(state, viewer, last_seq, words=words)
     await detach(ws.scope, conn.run, ws.receive, ws.send)
 
 
@@ -235,7 +246,8 @@ class _WsConnection(_Connection):
 
     def send_item(self, item: Event | object) -> Coroutine[Any, Any, None]:
         # Only events reach a WebSocket viewer (the hub pings SSE viewers alone).
-        return self.send(cast(Event, item).ws_message)
+        event = cast(Event, item)
+        return self.send((event if self.words else event.without_words()).ws_message)
 
     async def read(self, receive: Receive) -> tuple[int, str] | None:
         """Subscribe sockets are read-only: binary closes 1003; text is ignored (ping ok)."""
@@ -249,7 +261,12 @@ class _WsConnection(_Connection):
     async def ended(self) -> None:
         kicked = self.viewer.kicked
         if kicked:
-            await self.close(CloseCode.POLICY_VIOLATION, kicked.split(":")[0])
+            code = kicked.split(":")[0]
+            # issue 13: a node going away says "restarting" (1012): resume elsewhere.
+            restart = code in (ErrorCode.NODE_DRAINING, ErrorCode.SERVER_SHUTDOWN)
+            await self.close(
+                CloseCode.SERVICE_RESTART if restart else CloseCode.POLICY_VIOLATION, code
+            )
         else:
             await self.close(CloseCode.NORMAL, CloseReason.SESSION_ENDED)
 
@@ -278,15 +295,19 @@ async def sse_stream(request: Request) -> Response:
     try:
         # Opening a stream spends from the same per-IP budget as a WebSocket upgrade (a
         # viewer either way), counted before the token or the database is looked at.
+        state.gate.admit_viewer()  # issue 13: a draining node sends viewers elsewhere
         await state.limiter.hit("ws_upgrade", state.client_ip(request))
         last_seq = _seq_param(
             request.headers.get("last-event-id") or request.query_params.get("lastEventId"),
             "Last-Event-ID",
         )
         session = await authorize_viewer(state, request, read_token(request), session_id)
+        words = wants_words(request.query_params.get("words"), session_default=session.words)
     except MCUSTTError as exc:
         return error_response(exc)
-    return EventStream(state, session, last_seq)
+    if last_seq:
+        state.metrics.viewer_resumes.inc()  # a reconnect (issue 13: caption health)
+    return EventStream(state, session, last_seq, words=words)
 
 
 def _sse_body(data: bytes) -> dict[str, Any]:
@@ -305,7 +326,10 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, state: AppState, session: Session, last_seq: int | None) -> None:
+    def __init__(
+        self, state: AppState, session: Session, last_seq: int | None, *, words: bool = False
+    ) -> None:
+        self.words = words
         # Not Response.__init__: that would add "content-length: 0" for the empty body.
         self.status_code = 200
         self.background = None
@@ -329,7 +353,7 @@ class EventStream(Response):
         except BaseException:
             await state.hub.leave(viewer)
             raise
-        conn = _SseConnection(state, viewer, self.last_seq)
+        conn = _SseConnection(state, viewer, self.last_seq, words=self.words)
         await detach(scope, conn.run, receive, send)
 
 
@@ -340,7 +364,8 @@ class _SseConnection(_Connection):
         if item is PING:
             stamp = datetime.now(UTC).isoformat(sep=" ")
             return self.send(_sse_body(f": ping - {stamp}\r\n\r\n".encode()))
-        return self.send(cast(Event, item).sse_message)
+        event = cast(Event, item)
+        return self.send((event if self.words else event.without_words()).sse_message)
 
     async def read(self, receive: Receive) -> tuple[int, str] | None:
         # Returns when the client leaves, or at once once the relay completed the

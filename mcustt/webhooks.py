@@ -306,8 +306,11 @@ class WebhookService:
                 claimed = None
             if claimed is None:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose the
+                # shutdown's cancel when the wake-up lands at the same moment.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                    async with asyncio.timeout(self.poll_s):
+                        await self._wake.wait()
                 continue
             try:
                 await self.deliver(claimed)

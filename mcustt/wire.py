@@ -84,6 +84,12 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_CONTROL = "UNKNOWN_CONTROL"
     SLOW_CONSUMER = "SLOW_CONSUMER"
     SERVER_SHUTDOWN = "SERVER_SHUTDOWN"
+    # issue 13: this node is draining (SIGTERM) or saturated: go to another node
+    NODE_DRAINING = "NODE_DRAINING"
+    NODE_OVERLOADED = "NODE_OVERLOADED"
+    # issue 13: the database is unreachable (503 + Retry-After; a producer whose finals
+    # could not be stored in time: fatal error frame, close 1013)
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     # engines
     RECOGNIZER_FAILED = "RECOGNIZER_FAILED"
     SUMMARIZER_FAILED = "SUMMARIZER_FAILED"
@@ -155,10 +161,12 @@ class CloseReason(enum.StrEnum):
 
 
 SessionStatus = Literal["live", "ended"]
+#: issue 17: what happens to profane words in captions, the transcript and the summary
+ProfanityFilter = Literal["off", "mask", "remove"]
 SummaryStatus = Literal["pending", "ready", "failed"]
 JobStatus = Literal["queued", "running", "ready", "failed"]
 JobKind = Literal["session_summary", "batch_summary", "document", "transcription"]
-ReadyStatus = Literal["ready", "unready"]
+ReadyStatus = Literal["ready", "unready", "draining"]  # draining: issue 13, SIGTERM
 Want = Literal["summary", "transcript"]
 
 # -- field types -------------------------------------------------------------------------------
@@ -383,6 +391,19 @@ Keywords = Annotated[
 # -- request bodies ----------------------------------------------------------------------------
 
 
+#: issue 17: the request field (tenant default, session option)
+ProfanityFilterOption = Annotated[
+    ProfanityFilter,
+    Field(
+        description="Profane words in interims, finals (so the stored transcript, replay "
+        "and exports) and the summary: `off` (kept), `mask` (letters after the first "
+        "become `*`: `f***`) or `remove` (the word and its timing dropped). The original "
+        "is not stored when filtering is on.",
+        examples=["mask"],
+    ),
+]
+
+
 class Body(BaseModel):
     """A JSON request body: unknown fields are ignored (forward compatibility)."""
 
@@ -402,6 +423,7 @@ class TenantCreate(Body):
     brand: Brand | None = None
     allowedOrigins: list[Origin] | None = None
     keywords: Keywords | None = None  # issue 15: default contextual keywords
+    profanityFilter: ProfanityFilterOption | None = None  # issue 17: sessions' default
 
 
 class TenantUpdate(Body):
@@ -412,6 +434,7 @@ class TenantUpdate(Body):
     allowedOrigins: list[Origin] | None = None
     disabled: bool | None = None
     keywords: Keywords | None = None  # issue 15: default contextual keywords
+    profanityFilter: ProfanityFilterOption | None = None  # issue 17: sessions' default
 
 
 class SessionCreate(Body):
@@ -427,6 +450,16 @@ class SessionCreate(Body):
     reduceNoise: Annotated[
         bool, Field(description="Suppress background noise before VAD and recognition.")
     ] = False
+    #: issue 17
+    words: Annotated[
+        bool,
+        Field(
+            description="Every final's events carry its word timings (`words`); a "
+            "connection may also ask with `?words=1`."
+        ),
+    ] = False
+    #: issue 17: absent: the tenant's default (absent there too: off)
+    profanityFilter: ProfanityFilterOption | None = None
 
     def hints(self) -> list[str]:
         """The candidate languages asked for (``languageHints``, else the legacy one)."""
@@ -678,6 +711,8 @@ class Tenant(TypedDict):
     updatedAt: Time
     #: issue 15: every session's default contextual keywords (the session's come first)
     keywords: list[str]
+    #: issue 17: the profanity filter of sessions that ask for none
+    profanityFilter: ProfanityFilter
 
 
 class TenantWithKey(Tenant):
@@ -709,6 +744,31 @@ class SessionCreated(ReadTokens, IngestToken):
     brand: BrandInfo
 
 
+class CaptionLatency(TypedDict):
+    """issue 17: how fast this session's captions come, from the last (up to 200)
+    utterances of its current producer connection (nearest-rank percentiles; null: no
+    observation yet). Written every few seconds by the node running the pipeline."""
+
+    finalP50Ms: Annotated[
+        int | None, Field(description="End of speech (VAD) to the final made, p50.")
+    ]
+    finalP95Ms: Annotated[int | None, Field(description="End of speech to the final made, p95.")]
+    firstInterimP50Ms: Annotated[
+        int | None, Field(description="Speech start (VAD) to the first interim, p50.")
+    ]
+    firstInterimP95Ms: Annotated[
+        int | None, Field(description="Speech start to the first interim, p95.")
+    ]
+    interimIntervalP50Ms: Annotated[
+        int | None, Field(description="Between interims of one utterance, p50.")
+    ]
+    interimIntervalP95Ms: Annotated[
+        int | None, Field(description="Between interims of one utterance, p95.")
+    ]
+    finals: Annotated[int, Field(description="Finals the figures are computed from.")]
+    updatedAt: Time
+
+
 class SessionState(TypedDict):
     sessionId: SessionId
     status: SessionStatus
@@ -733,6 +793,14 @@ class SessionState(TypedDict):
         list[str], Field(description="The session's own keywords (the tenant's are added).")
     ]
     reduceNoise: bool
+    #: issue 17: finals carry word timings for every viewer
+    words: bool
+    profanityFilter: Annotated[
+        ProfanityFilter,
+        Field(description="The session's profanity filter (its own, else the tenant's default)."),
+    ]
+    #: issue 17: caption health (null until the session's first figures are written)
+    latency: CaptionLatency | None
 
 
 class SessionListItem(TypedDict):
@@ -748,6 +816,17 @@ class SessionList(TypedDict):
     sessions: list[SessionListItem]
 
 
+class WordTiming(TypedDict):
+    """One recognized word of a final (issue 17), in the session's audio time."""
+
+    text: Annotated[str, Field(description="The word as shown in the line's text.")]
+    startMs: Annotated[int, Field(description="Start in the session's audio, ms.")]
+    endMs: Annotated[int, Field(description="End in the session's audio, ms.")]
+    confidence: Annotated[
+        float | None, Field(description="0-1; null when the engine gives none (sphinx).")
+    ]
+
+
 class TranscriptLine(TypedDict):
     seq: int
     lang: str
@@ -760,6 +839,17 @@ class TranscriptLine(TypedDict):
     #: issue 16: present (true) when the line was corrected; ``text`` is the correction
     revised: NotRequired[
         Annotated[bool, Field(description="True: `text` is a correction (see the line).")]
+    ]
+    #: issue 17: always present in the json export
+    confidence: Annotated[
+        float | None, Field(description="The engine's confidence, 0-1 (null: none given).")
+    ]
+    words: Annotated[
+        list[WordTiming] | None,
+        Field(
+            description="The words with their timings (null: none recorded, e.g. older "
+            "lines, or a correction that changed the number of words)."
+        ),
     ]
 
 
@@ -906,6 +996,14 @@ class TranscriptEvent(TypedDict):
     #: issue 16: a correction of the final ``seq`` a viewer already has (replace its
     #: text in place; it is not a new line and does not advance the seq)
     revised: NotRequired[bool]
+    #: issue 17: finals only: where the words are in the session's audio, and the
+    #: engine's confidence (null: it gives none)
+    startMs: NotRequired[int]
+    endMs: NotRequired[int]
+    confidence: NotRequired[float | None]
+    #: issue 17: finals only, for sessions created with ``words: true`` or connections
+    #: with ``?words=1`` (absent when the engine gave no word timings)
+    words: NotRequired[list[WordTiming]]
 
 
 class LanguageEvent(TypedDict):
@@ -946,8 +1044,16 @@ class StopControl(TypedDict):
     reason: str
 
 
+class ResyncControl(TypedDict):
+    """Node-to-node control on the session channel (never shown to viewers): a node
+    dropped some of the session's messages it could not publish (a long broker outage);
+    every node's viewers of the session replay from the store."""
+
+    type: Literal["_resync"]
+
+
 #: Anything published on a session's channel.
-ChannelMessage = ServerEvent | StopControl
+ChannelMessage = ServerEvent | StopControl | ResyncControl
 
 #: The frames of the WebSockets and the SSE feed, by the name they have in ``/openapi.json``.
 EVENTS: tuple[type[Any], ...] = (

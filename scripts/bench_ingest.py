@@ -8,6 +8,8 @@ Usage (from the repo root)::
     .venv/bin/python scripts/bench_ingest.py --search --servers sink,echo,mcustt
     .venv/bin/python scripts/bench_ingest.py --recognizer sphinx    # 4, 6, 8 sphinx streams
     .venv/bin/python scripts/bench_ingest.py --recognizer sphinx --search
+    .venv/bin/python scripts/bench_ingest.py --overload              # past capacity (issue 13)
+    .venv/bin/python scripts/bench_ingest.py --overload --recognizer sphinx --workers 2
 
 What runs:
 
@@ -38,6 +40,14 @@ Figures (over the steady window after ``--warmup``):
   the utterance ("VAD end": what the pipeline controls), and to the last frame the VAD
   classifies as speech ("speech end": adds the fixed 600 ms VAD hangover).
 
+``--overload`` (issue 13's admission control) runs one mcustt node with
+``MCUSTT_MAX_LOOP_LAG_MS=--overload-lag-ms`` and ``MCUSTT_MAX_RECOGNIZER_LOAD=
+--overload-load`` and keeps adding producers (``--step`` every ``--step-s``) until
+``--streams`` were tried, far past what it admits; then it streams ``--seconds`` more.
+It prints how many were admitted and refused (and whether every refusal was a clean 503
+``NODE_OVERLOADED`` with ``Retry-After``), the lag p99 of the admitted sessions from 2 s
+after the last admission, admitted producers dropped, and crashes; exit 1 on any.
+
 A level passes when every producer connected, none was dropped, no pong was lost and
 lag p99 < ``--lag-bound``; for sphinx also final p50 (from VAD end) < 500 ms and >= 90 %
 of the window's utterances got their final. ``--search`` finds the largest passing N
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -520,6 +531,255 @@ def _final_latencies(
     return from_end, from_speech
 
 
+# --------------------------------------------------------------------------- overload
+
+
+class HeadClient(bl.WSClient):
+    """:class:`benchlib.WSClient` that keeps a refused upgrade's head and body (the 503's
+    ``Retry-After`` and envelope)."""
+
+    def __init__(self, on_text: Any, key: bytes) -> None:
+        super().__init__(on_text, key)
+        self.head = b""
+        self.body = b""
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded.done() and not self.head:
+            raw = bytes(self.buf) + data
+            end = raw.find(b"\r\n\r\n")
+            if end >= 0 and b" 101 " not in raw[: raw.find(b"\r\n")] + b" ":
+                self.head, self.body = raw[:end], raw[end + 4 :]
+        super().data_received(data)
+
+
+@dataclass
+class OverloadJob:
+    index: int
+    port: int
+    paths: list[str]
+    offsets: list[int]
+    phases: list[int]
+    #: when (seconds after the start) each producer tries to connect
+    attempts: list[float]
+
+
+def overload_client_main(job: OverloadJob, go: MPEvent, stop: MPEvent, result_q: Any) -> None:
+    bl.raise_nofile()
+    import uvloop
+
+    try:
+        result = uvloop.run(_overload_client(job, go, stop))
+    except BaseException as exc:
+        result = {"index": job.index, "fatal": repr(exc)}
+    result_q.put(result)
+
+
+async def _overload_client(job: OverloadJob, go: MPEvent, stop: MPEvent) -> dict[str, Any]:
+    """Producers that connect on a schedule, past the node's capacity; the admitted ones
+    stream like :func:`_client`'s, the refused ones record the refusal."""
+    key = os.urandom(4)
+    pcm = audio_loop()
+    frames = [bl.client_frame(2, f, key) for f in pcm]
+    producers = [
+        Producer(path, off, phase, {})
+        for path, off, phase in zip(job.paths, job.offsets, job.phases, strict=True)
+    ]
+    outcome: list[dict[str, Any]] = [{} for _ in producers]
+    buckets: list[list[Producer]] = [[] for _ in range(BUCKETS)]
+    while not go.is_set():
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    t_start = time.time()
+
+    async def attempt(i: int) -> None:
+        p = producers[i]
+        await asyncio.sleep(max(0.0, t_start + job.attempts[i] - time.time()))
+        info = outcome[i]
+        info["at"] = time.time()
+        try:
+            transport, proto = await loop.create_connection(
+                lambda: HeadClient(p.on_text, key), "127.0.0.1", job.port
+            )
+            nonce = base64.b64encode(os.urandom(16)).decode()
+            transport.write(
+                (
+                    f"GET {p.path} HTTP/1.1\r\nHost: 127.0.0.1:{job.port}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            try:
+                await asyncio.wait_for(asyncio.shield(proto.upgraded), 30)
+                await asyncio.wait_for(p.ready, 30)
+            except BaseException:
+                transport.close()
+                head = proto.head.decode(errors="replace").lower()
+                info["status"] = int(head.split(" ")[1]) if head.startswith("http/") else 0
+                info["retry_after"] = "\r\nretry-after:" in head
+                with contextlib.suppress(Exception):
+                    info["code"] = json.loads(proto.body)["error"]["code"]
+                return
+        except OSError as exc:
+            info["status"], info["error"] = 0, repr(exc)
+            return
+        p.ws = proto
+        info["admitted"] = True
+        buckets[i % BUCKETS].append(p)
+
+    tasks = [asyncio.create_task(attempt(i)) for i in range(len(producers))]
+    start = loop.time() + 0.02
+    j = 0
+    while True:
+        due = start + j * TICK_S
+        now = loop.time()
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif j % BUCKETS == 0:
+            await asyncio.sleep(0)
+        for p in buckets[j % BUCKETS]:
+            if p.ws is not None and not p.ws.closed.done():
+                p.send(frames)
+        j += 1
+        if j % 50 == 0 and stop.is_set():
+            break
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    deadline = time.monotonic() + 3
+    live = [p for p in producers if p.ws is not None]
+    while time.monotonic() < deadline and any(len(p.pongs) < len(p.ping_ts) for p in live):
+        await asyncio.sleep(0.05)
+    for p, info in zip(producers, outcome, strict=True):
+        info["dropped"] = p.ws is not None and p.ws.closed.done()
+        info["ping_ts"], info["pongs"] = p.ping_ts, p.pongs
+        info["finals"], info["errors"] = len(p.finals), p.errors[:3]
+    await asyncio.gather(*(p.ws.close() for p in live if p.ws is not None), return_exceptions=True)
+    return {"index": job.index, "producers": outcome}
+
+
+async def run_overload(env: Env) -> int:
+    """``--overload``: one mcustt node with admission control, producers added every
+    ``--step-s`` (``--step`` at a time) until ``--streams`` were tried, well past what
+    the node admits; then ``--seconds`` of streaming. Prints admitted / refused, the
+    lag of the admitted sessions, and whether anything crashed."""
+    args = env.args
+    sphinx = args.recognizer == "sphinx"
+    n = int(args.streams or ("24" if sphinx else "800"))
+    step = args.step or (1 if sphinx else 25)
+    port = bl.free_port()
+    log_path = env.tmp / f"overload-{port}.log"
+    server_env = {
+        "MCUSTT_DATABASE_URL": env.database_url,
+        "MCUSTT_RECOGNIZER": args.recognizer,
+        "MCUSTT_RECOGNIZER_WORKERS": str(args.workers),
+        "MCUSTT_MAX_LOOP_LAG_MS": str(args.overload_lag_ms),
+        "MCUSTT_MAX_RECOGNIZER_LOAD": str(args.overload_load),
+    }
+    server_env.update(kv.split("=", 1) for kv in args.server_env)
+    proc = bl.spawn_mcustt(server_env, port, log_path)
+    clients: list[Any] = []
+    try:
+        await bl.wait_http(port, proc, log_path)
+        _, sessions = await bl.provision(f"http://127.0.0.1:{port}", n, name="overload")
+        paths = [f"/ws/stt?token={s['ingestToken']}" for s in sessions]
+        rng = random.Random(n)
+        offsets = [rng.randrange(env.pcm_frames) for _ in range(n)]
+        attempts = [(i // step) * args.step_s for i in range(n)]
+        k = max(1, min(args.client_procs, n))
+        result_q = env.ctx.Queue()
+        go, stop = env.ctx.Event(), env.ctx.Event()
+        for ci in range(k):
+            idx = list(range(ci, n, k))
+            job = OverloadJob(
+                ci,
+                port,
+                [paths[i] for i in idx],
+                [offsets[i] for i in idx],
+                [i % PING_EVERY for i in idx],
+                [attempts[i] for i in idx],
+            )
+            p = env.ctx.Process(
+                target=overload_client_main, args=(job, go, stop, result_q), daemon=True
+            )
+            p.start()
+            clients.append(p)
+        await asyncio.sleep(1.0)
+        print(
+            f"  overload: {n} producers, {step} every {args.step_s:.1f} s, thresholds: loop lag "
+            f"{args.overload_lag_ms:.0f} ms, recognizer load {args.overload_load}",
+            flush=True,
+        )
+        go.set()
+        ramp = attempts[-1] + 2.0
+        await asyncio.sleep(ramp + args.seconds)
+        stop.set()
+        results = [await asyncio.to_thread(result_q.get, True, 120) for _ in range(k)]
+        alive = proc.poll() is None
+        import httpx
+
+        async with httpx.AsyncClient(timeout=10) as hc:
+            r = await hc.get(
+                f"http://127.0.0.1:{port}/metrics",
+                headers={"authorization": f"Bearer {bl.ADMIN}"},
+            )
+            refused_metric = [
+                line
+                for line in r.text.splitlines()
+                if line.startswith("mcustt_admissions_refused_total{")
+            ]
+    finally:
+        for p in clients:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        bl.stop_proc(proc)
+    outcomes = [o for r in results if "fatal" not in r for o in r["producers"]]
+    fatal = [r["fatal"] for r in results if "fatal" in r]
+    admitted = [o for o in outcomes if o.get("admitted")]
+    refused = [o for o in outcomes if not o.get("admitted") and o.get("status") == 503]
+    clean = [o for o in refused if o.get("retry_after") and o.get("code") == "NODE_OVERLOADED"]
+    other = [o for o in outcomes if not o.get("admitted") and o.get("status") != 503]
+    last_admit = max((o["at"] for o in admitted), default=0.0)
+    # The steady window: from 2 s after the last admission to the end.
+    w0 = (last_admit + 2.0) * 1000
+    lags: list[float] = []
+    lost = 0
+    for o in admitted:
+        got = dict((ts, lag) for ts, lag in o["pongs"])
+        for ts in o["ping_ts"]:
+            if ts >= w0:
+                if ts in got:
+                    lags.append(got[ts])
+                else:
+                    lost += 1
+    dropped = sum(1 for o in admitted if o["dropped"])
+    errors = [e for o in admitted for e in o["errors"]]
+    finals = sorted(o["finals"] for o in admitted)
+    crashes = int(not alive) + len(fatal)
+    print()
+    print(f"overload ({args.recognizer}, {args.workers or os.cpu_count()} workers):")
+    print(
+        f"  tried {len(outcomes)}, admitted {len(admitted)}, refused {len(refused)} "
+        f"({len(clean)} clean 503 NODE_OVERLOADED + Retry-After), other failures {len(other)}"
+    )
+    print(f"  server metric: {'; '.join(refused_metric) or '-'}")
+    print(
+        f"  admitted sessions after the ramp ({len(lags)} pongs): lag p50 "
+        f"{bl.fmt(bl.percentile(lags, 50))} ms, p99 {bl.fmt(bl.percentile(lags, 99))} ms "
+        f"(target < {args.lag_bound:.0f} ms: "
+        f"{'MET' if bl.percentile(lags, 99) < args.lag_bound else 'MISSED'}), "
+        f"max {bl.fmt(max(lags) if lags else math.nan)} ms, lost pongs {lost}"
+    )
+    if sphinx and finals:
+        print(f"  finals per admitted producer: min {finals[0]}, median {finals[len(finals) // 2]}")
+    print(f"  admitted producers dropped: {dropped}; error frames: {errors[:3] or 'none'}")
+    print(f"  crashes: {crashes} (server alive: {alive}; client failures: {fatal[:2] or 'none'})")
+    if other:
+        print(f"  other failures, first: {other[:2]}")
+    ok = crashes == 0 and dropped == 0 and len(clean) == len(refused) and not other
+    return 0 if ok else 1
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -630,6 +890,8 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     collected: list[Level] = []
     try:
+        if args.overload:
+            return await run_overload(env)
         if args.search:
             start = (
                 next(int(x) for x in args.streams.split(","))
@@ -729,6 +991,20 @@ def main() -> int:
         "--workers", type=int, default=0, help="sphinx worker processes (0: one a core)"
     )
     parser.add_argument("--search", action="store_true", help="find the max N at the lag bound")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="add producers past the node's capacity (admission control, issue 13): "
+        "--streams is how many to try in all",
+    )
+    parser.add_argument("--step", type=int, default=0, help="overload: producers per step")
+    parser.add_argument("--step-s", type=float, default=2.0, help="overload: seconds per step")
+    parser.add_argument(
+        "--overload-lag-ms", type=float, default=20.0, help="overload: MCUSTT_MAX_LOOP_LAG_MS"
+    )
+    parser.add_argument(
+        "--overload-load", type=float, default=0.5, help="overload: MCUSTT_MAX_RECOGNIZER_LOAD"
+    )
     parser.add_argument("--max-steps", type=int, default=7, help="runs per server in --search")
     parser.add_argument("--lag-bound", type=float, default=50.0, help="ms, p99")
     parser.add_argument("--final-bound", type=float, default=500.0, help="ms, sphinx final p50")

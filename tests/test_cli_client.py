@@ -89,9 +89,12 @@ async def test_stream_tail_transcript_summary_and_sessions(sqlite_url: str) -> N
         # transcript in every format, parsed by subtitle libraries.
         as_srt = await mcustt(env, "transcript", sid, "--format", "srt")
         subs = list(srt.parse(as_srt.out))
-        assert [s.content for s in subs] == [finals[0]["text"]] and subs[0].start < subs[0].end
+        # (issue 17: cues wrap and cut the words of a final; the words are all there)
+        assert " ".join(s.content for s in subs).split() == finals[0]["text"].split()
+        assert subs[0].start < subs[0].end
         as_vtt = await mcustt(env, "transcript", sid, "--format", "vtt")
-        assert [c.text for c in webvtt.from_string(as_vtt.out).captions] == [finals[0]["text"]]
+        vtt_text = " ".join(c.text for c in webvtt.from_string(as_vtt.out).captions)
+        assert vtt_text.split() == finals[0]["text"].split()
         as_json = json.loads((await mcustt(env, "transcript", sid, "--format", "json")).out)
         assert as_json["lines"][0]["seq"] == 1
         as_txt = await mcustt(env, "transcript", sid)
@@ -136,7 +139,7 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = result.out
     for heading in ("live captions", "transcript", "summary", "try it yourself"):
         assert heading in out
-    words = out.lower().split()
+    words = re.findall(r"[\w']+", out.lower())
     assert "friday" in words and "migration" in words
     assert f"http://127.0.0.1:{port}/embed/" in out and "#t=" in out
     assert "Summary" in out

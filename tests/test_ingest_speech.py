@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -47,7 +48,7 @@ async def _standup(srv: Running, *, realtime: bool) -> None:
     finals = got.finals
     assert [f["seq"] for f in finals] == list(range(1, len(finals) + 1))
     assert len(finals) >= 5  # seven turns; VAD splits at pauses
-    words = set(" ".join(f["text"] for f in finals).lower().split())
+    words = set(re.findall(r"[\w']+", " ".join(f["text"] for f in finals).lower()))
     assert words >= ROBUST, [f["text"] for f in finals]
     assert all(f["lang"] == "en-US" for f in finals)
     # interims come first, update in place (same provisional seq), then the final

@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -303,7 +304,7 @@ async def sphinx_server(db_url: str) -> AsyncIterator[Running]:
 
 
 def words_of(results: list[dict[str, Any]]) -> set[str]:
-    return set(" ".join(r["transcript"][0]["text"] for r in results).lower().split())
+    return set(re.findall(r"[\w']+", " ".join(r["transcript"][0]["text"] for r in results).lower()))
 
 
 async def test_two_participants_overlap_through_loss_reorder_and_a_reconnect(

@@ -431,3 +431,51 @@ def test_script_helper_is_deterministic() -> None:
     script: Script = fake.script("a b / c", word_ms=100, gap_ms=50, pause_ms=300, lead_ms=0)
     assert script.sentences == ["a b", "c"]
     assert script.final_end_ms == [250 + 250, 250 + 300 + 100 + 250]
+
+
+def _word_times(hypotheses: list[Hypothesis]) -> list[tuple[str, int, int]]:
+    return [(w.text, w.start_ms, w.end_ms) for h in finals(hypotheses) for w in h.words or ()]
+
+
+async def test_finals_carry_word_offsets_and_confidences(
+    fake: FakeSpeech, channel: grpc.aio.Channel
+) -> None:
+    """Issue 17: the request asks for word offsets and confidences; each final's words
+    come back on the utterance timeline, where the script put them."""
+    script = fake.script("hello world how are you / fine thanks and you")
+    hypotheses = await recognize(recognizer_for(channel), script.pcm)
+
+    features = fake.streams[0].config.config.features
+    assert features.enable_word_time_offsets and features.enable_word_confidence
+    expected = [(word, *times) for word, times in zip(script.words, script.word_ms, strict=True)]
+    got = _word_times(hypotheses)
+    assert [w for w, _, _ in got] == script.words
+    # within a millisecond (offsets travel as durations of whole microseconds)
+    assert all(
+        abs(a[1] - b[1]) <= 1 and abs(a[2] - b[2]) <= 1 for a, b in zip(got, expected, strict=True)
+    ), (got, expected)
+    for h in finals(hypotheses):
+        assert h.words is not None and [w.text for w in h.words] == h.text.split()
+        assert all(0 < (w.confidence or 0) <= 1 for w in h.words)
+        start, end = h.start_ms or 0, h.end_ms or 0
+        assert all(start <= w.start_ms <= w.end_ms <= end for w in h.words)
+    assert all(h.words is None for h in hypotheses if not h.is_final)
+
+
+async def test_word_offsets_of_later_calls_are_mapped_back_after_a_rollover() -> None:
+    async with FakeSpeech(stream_limit_s=4.5) as fake:
+        script = fake.script(SENTENCES, word_ms=170, gap_ms=30, pause_ms=300)
+        channel = grpc.aio.insecure_channel(fake.address)
+        try:
+            recognizer = recognizer_for(channel, google_stream_limit_s=4.0)
+            hypotheses = await recognize(recognizer, script.pcm)
+        finally:
+            await channel.close()
+
+    assert len(fake.streams) >= 4
+    got = _word_times(hypotheses)
+    assert [w for w, _, _ in got] == script.words  # each word once, across the cuts
+    assert all(
+        abs(start - want[0]) <= 1 and abs(end - want[1]) <= 1
+        for (_, start, end), want in zip(got, script.word_ms, strict=True)
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -140,7 +141,7 @@ async def sse_viewer(srv: Running, s: wire.SessionCreated) -> LiveLines:
 
 def words_of(finals: list[dict[str, Any]], speaker: str) -> set[str]:
     said = " ".join(f["text"] for f in finals if f["speaker"]["id"] == speaker)
-    return set(said.lower().split())
+    return set(re.findall(r"[\w']+", said.lower()))
 
 
 async def test_two_participants_talking_over_each_other(srv: Running) -> None:

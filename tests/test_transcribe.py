@@ -155,6 +155,13 @@ async def test_upload_formats_and_the_files_session(sphinx_server: Running, tmp_
         assert srt.status_code == 200 and "weekly" in srt.text
         lines = (await c.get(f"/api/sessions/{sid}/transcript", headers=h)).json()
         assert "weekly" in " ".join(line["text"] for line in lines["lines"])
+        # issue 17: a file's lines carry their word timings too, inside each line
+        for line in lines["lines"]:
+            assert [w["text"] for w in line["words"]] == line["text"].split()
+            assert all(
+                line["startMs"] <= w["startMs"] <= w["endMs"] <= line["endMs"]
+                for w in line["words"]
+            )
         # Speaker ids are stored on the lines (issue 14's exports name them).
         stored = await sphinx_server.state.repo.lines(sid)
         assert [row.speaker for row in stored] == [u["speaker"] for u in utts]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -111,7 +112,7 @@ async def test_aiortc_producer_to_subscriber(
                 sub.cancel()
                 await close(pub.pc)
 
-            text = " ".join(e["text"] for e in finals(got)).lower().split()
+            text = re.findall(r"[\w']+", " ".join(e["text"] for e in finals(got)).lower())
             print(f"{fixture}: {len(finals(got))} finals: {' '.join(text)}")
             assert words <= set(text), (words, text)
             seqs = [e["seq"] for e in finals(got)]

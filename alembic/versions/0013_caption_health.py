@@ -7,10 +7,10 @@ Create Date: 2026-12-02 06:40:00.000000
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
+import sqlalchemy as sa
 import sqlmodel  # noqa: F401
 
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0013"
 down_revision = "0012"
@@ -19,8 +19,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # One nullable JSON column (the session state's ``latency`` document, written by the
+    # node running the session's pipeline): older rows read NULL, "no figures yet", and
+    # SQLite adds it in place without copying the table.
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("caption_latency", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_column("caption_latency")

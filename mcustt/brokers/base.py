@@ -51,8 +51,13 @@ class Broker(ABC):
     async def publish(self, session_id: str, message: str) -> None:
         """Send one message to every node subscribed to the session.
 
+        A broker between nodes does not fail or wait on an outage of its service: it
+        keeps the message (bounded, in order behind any kept before) and sends it once
+        the service answers, delivering it to this node's subscribers meanwhile.
+
         Raises:
-            Exception: the broker is unreachable (the caller logs; finals are persisted).
+            Exception: the message could not even be kept (the caller logs; finals are
+                persisted, viewers replay them from the store).
         """
 
     @abstractmethod

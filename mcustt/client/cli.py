@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
@@ -215,17 +215,27 @@ async def stream_file(
     session: wire.SessionCreated,
     realtime: bool,
     stop: bool = True,
+    failover: Sequence[str] = (),
 ) -> int:
-    """Stream a file into ``session`` with live captions; returns the number of finals."""
+    """Stream a file into ``session`` with live captions; returns the number of finals.
+    ``failover``: other nodes' URLs to continue on if this one goes away."""
     total = audio_duration(path)
     with Captions(console, total_s=total, label=path.name) as captions:
-        producer = client.producer(session, realtime=realtime, on_event=captions.on_event)
+        producer = client.producer(
+            session, realtime=realtime, on_event=captions.on_event, failover=failover
+        )
         async with producer:
             await producer.send_file(path, progress=captions.advance)
             if stop:
                 await producer.stop()
     if producer.reconnects:
-        console.print(f"[yellow]reconnected {producer.reconnects} time(s), no audio lost[/]")
+        lost = (
+            f", {producer.frames_dropped * 20} ms of audio dropped"
+            if producer.frames_dropped
+            else ", no audio lost"
+        )
+        moved = f" ({producer.failovers} to another node)" if producer.failovers else ""
+        console.print(f"[yellow]reconnected {producer.reconnects} time(s){moved}{lost}[/]")
     return len(producer.finals)
 
 
@@ -238,6 +248,12 @@ async def stream_file(
 @click.option("--no-auto-detect", is_flag=True, help="Do not auto-detect the language.")
 @click.option("--fast", is_flag=True, help="Send as fast as the server reads (not real time).")
 @click.option("--keep-live", is_flag=True, help="Do not end the session after the file.")
+@click.option(
+    "--failover-url",
+    "failover",
+    multiple=True,
+    help="Another node of the deployment to continue on if --url's goes away (repeatable).",
+)
 def stream(
     file: Path,
     url: str,
@@ -247,6 +263,7 @@ def stream(
     no_auto_detect: bool,
     fast: bool,
     keep_live: bool,
+    failover: tuple[str, ...],
 ) -> None:
     """Stream an audio or video FILE (anything FFmpeg reads) and show live captions.
 
@@ -272,6 +289,7 @@ def stream(
                 session=session,
                 realtime=not fast,
                 stop=not keep_live,
+                failover=failover,
             )
             state = "live" if keep_live else "ended"
             console.print(f"{n} final lines; session {sid} {state}")

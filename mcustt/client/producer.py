@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -47,6 +48,12 @@ _FATAL_CLOSE = {
 }
 # A fresh token fixes these at once (the owner secret mints one).
 _TOKEN_SPENT = {wire.ErrorCode.TOKEN_BURNED, wire.ErrorCode.TOKEN_EXPIRED}
+# The node went away (killed: 1006 from the kernel; failed; restarting or draining):
+# with several nodes, the next connect goes to the next one (issue 13).
+_NODE_GONE = {1006, wire.CloseCode.INTERNAL_ERROR, wire.CloseCode.SERVICE_RESTART}
+#: how long a connect refused ALREADY_CONNECTED is retried: past the 30 s producer lease
+#: of a node that died holding our claim (a server with node heartbeats frees it in ~6 s)
+CLAIM_WAIT_S = 45.0
 
 
 class Producer:
@@ -61,6 +68,13 @@ class Producer:
     fresh ingest token minted with the owner secret; sending resumes with the frame
     that failed, and finals the dead socket never delivered are fetched from the
     transcript (marked ``replayed``), so :attr:`finals` has no gap.
+
+    ``failover``: other nodes of the same deployment (issue 13). When the node goes
+    away (abnormal close 1006, 1011, 1012, an ``error`` frame ``NODE_DRAINING``, or it
+    cannot be reached) the token is minted on, and the socket opened to, the next node
+    in turn. Audio sent while no socket is open is kept (up to ``max_buffer_s``, the
+    oldest dropped past that and counted in :attr:`frames_dropped`) and sent first on
+    the new socket, so a live source is never blocked by a reconnect.
     """
 
     def __init__(
@@ -74,8 +88,19 @@ class Producer:
         auto_detect: bool | None = None,
         title: str | None = None,
         max_reconnect_attempts: int = 10,
+        failover: Sequence[SessionAPI] = (),
+        max_buffer_s: float = 30.0,
     ) -> None:
         self.client = client
+        #: the nodes in turn: the socket and its token go to ``self.client``, the current
+        self._nodes: list[SessionAPI] = [client, *failover]
+        self._node = 0
+        self._switch_node = False
+        #: times the producer moved to another node
+        self.failovers = 0
+        #: 20 ms frames dropped because the buffer was full during a long reconnect
+        self.frames_dropped = 0
+        self._backlog: deque[bytes] = deque(maxlen=max(1, int(max_buffer_s * 50)))
         self.realtime = realtime
         self.on_event = on_event
         self.session_id: str | None = session["sessionId"] if session else None
@@ -213,17 +238,51 @@ class Producer:
     async def _send_frame(self, frame: bytes) -> None:
         if self.realtime:
             await self._pacer.wait()
+        if self.realtime and self._reconnecting():
+            # Live audio while the reader reconnects (maybe to another node): keep the
+            # frame and return, so the source keeps its pace; it goes first on the new
+            # socket. (Not realtime: the sender simply waits for the new socket.)
+            self._keep(frame)
+            self._pacer.sent()
+            return
         while True:
             ws = await self._ensure_connected()
             try:
+                await self._send_backlog(ws)
                 await ws.send(frame)
+                self.bytes_sent += len(frame)
                 break
             except ConnectionClosed:
-                # The reader sees the same close and reconnects; wait for it and send
-                # this frame again on the new socket (at most 20 ms is sent twice).
+                # The reader sees the same close and reconnects; the frame goes on the
+                # new socket (at most 20 ms the dead socket took may be sent twice).
+                if self.realtime:
+                    self._keep(frame)
+                    break
                 await self._reconnected(ws)
-        self.bytes_sent += len(frame)
         self._pacer.sent()
+
+    def _reconnecting(self) -> bool:
+        ws = self._ws
+        return (
+            ws is not None
+            and ws.state is not State.OPEN
+            and self._failure is None
+            and not self._closing
+            and not self._ended.is_set()
+        )
+
+    def _keep(self, frame: bytes) -> None:
+        if len(self._backlog) == self._backlog.maxlen:
+            self.frames_dropped += 1  # the deque drops the oldest
+        self._backlog.append(frame)
+
+    async def _send_backlog(self, ws: ClientConnection) -> None:
+        """Send the audio kept while reconnecting, oldest first (as fast as accepted)."""
+        while self._backlog:
+            frame = self._backlog[0]
+            await ws.send(frame)  # ConnectionClosed: the frame stays for the next socket
+            self._backlog.popleft()
+            self.bytes_sent += len(frame)
 
     # -- ending --
 
@@ -239,6 +298,7 @@ class Producer:
                 except Conflict:
                     break  # ended meanwhile (_ensure_connected marked it)
                 try:
+                    await self._send_backlog(ws)
                     await ws.send(json.dumps({"type": "stop"}))
                 except ConnectionClosed:
                     await self._reconnected(ws)
@@ -342,9 +402,20 @@ class Producer:
             self._reader = asyncio.create_task(self._read(ws), name="mcustt-producer-reader")
             return ws
 
+    def _next_node(self) -> None:
+        """Move to the next node (no-op with one): its REST mints, its socket ingests."""
+        if len(self._nodes) > 1:
+            self._node = (self._node + 1) % len(self._nodes)
+            self.client = self._nodes[self._node]
+            self.failovers += 1
+
     async def _open_with_retries(self) -> ClientConnection:
         reconnecting = self._ws is not None
         attempt = 0
+        claim_deadline: float | None = None
+        if self._switch_node:
+            self._switch_node = False
+            self._next_node()
         while True:
             if self._closing:
                 raise StreamClosed(ClientCode.CLOSED, "the producer is closed")
@@ -357,6 +428,19 @@ class Producer:
                 if exc.code == wire.ErrorCode.SESSION_ENDED:
                     self._ended.set()  # ended elsewhere (DELETE, daily cap): nothing to resume
                     raise
+                if exc.code == wire.ErrorCode.ALREADY_CONNECTED:
+                    # Our own dead socket's claim (released once the server finalized,
+                    # or freed when its node is seen dead): poll it, ~1 s apart, for
+                    # as long as a dead node's lease could hold it.
+                    now = time.monotonic()
+                    claim_deadline = claim_deadline or now + CLAIM_WAIT_S
+                    if now >= claim_deadline:
+                        raise
+                    await asyncio.sleep(min(backoff(attempt), 1.0))
+                    attempt = min(attempt + 1, 2)
+                    continue
+                if isinstance(exc, Unavailable | ServerError):
+                    self._next_node()  # draining, overloaded or failing: try another
                 if attempt >= self.max_reconnect_attempts:
                     raise
                 if exc.code in _TOKEN_SPENT and self.owner_secret:
@@ -371,6 +455,7 @@ class Producer:
                     raise
             except (OSError, InvalidHandshake, TimeoutError, httpx.TransportError) as exc:
                 # Unreachable or restarting server (the socket, or minting its token).
+                self._next_node()
                 if attempt >= self.max_reconnect_attempts:
                     raise StreamClosed(
                         ClientCode.CONNECT_FAILED, f"cannot reach the server: {exc}"
@@ -416,12 +501,15 @@ class Producer:
     async def _read(self, ws: ClientConnection) -> None:
         """Read one socket's events; when it closes, decide: done, fatal, or reconnect."""
         fatal: dict[str, Any] | None = None
+        draining = False
         try:
             async for raw in ws:
                 data = json.loads(raw)
                 if not isinstance(data, dict):
                     continue
-                if data.get("type") == "error" and data.get("fatal"):
+                if data.get("type") == "error" and data.get("code") == wire.ErrorCode.NODE_DRAINING:
+                    draining = True  # go elsewhere: not the stream's failure
+                elif data.get("type") == "error" and data.get("fatal"):
                     fatal = data
                 await self._emit(Event(data))
         except ConnectionClosed:
@@ -439,6 +527,8 @@ class Producer:
             self._failure = StreamClosed(str(reason), str(message), close_code=code)
             self._finish()
             return
+        if draining or code in _NODE_GONE or code is None:
+            self._switch_node = True  # the node is going or gone: the next one
         # Idle timeout, a network drop, a restarting server: reconnect now, so events
         # keep coming even when no audio is being sent.
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NotRequired, TypedDict, cast, overload
 from urllib.parse import quote
 
@@ -60,6 +60,9 @@ class Client:
         self.admin_token = admin_token
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._timeout = timeout
+        #: clients of other nodes a producer fails over to, by base URL (closed with this)
+        self._nodes: dict[str, Client] = {}
 
     @property
     def ws_url(self) -> str:
@@ -76,8 +79,20 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()
+        self._nodes.clear()
         if self._own_http:
             await self.http.aclose()
+
+    def node(self, base_url: str) -> Client:
+        """This client's credentials on another node of the same deployment."""
+        url = base_url.rstrip("/")
+        if url == self.base_url:
+            return self
+        if url not in self._nodes:
+            self._nodes[url] = Client(url, self.tenant_key, self.admin_token, timeout=self._timeout)
+        return self._nodes[url]
 
     # -- plumbing --
 
@@ -429,10 +444,13 @@ class Client:
         source_lang: str | None = None,
         auto_detect: bool | None = None,
         title: str | None = None,
+        failover: Sequence[str] = (),
     ) -> Producer:
         """A producer for ``session`` (from :meth:`create_session`), or without one a
         zero-ceremony producer whose socket creates its own session with the tenant key
-        (``source_lang``, ``auto_detect`` and ``title`` apply to that session)."""
+        (``source_lang``, ``auto_detect`` and ``title`` apply to that session).
+        ``failover``: base URLs of the deployment's other nodes; when this node goes
+        away the producer continues the session on the next one."""
         return Producer(
             self,
             session,
@@ -441,6 +459,7 @@ class Client:
             source_lang=source_lang,
             auto_detect=auto_detect,
             title=title,
+            failover=[self.node(url) for url in failover if url.rstrip("/") != self.base_url],
         )
 
     def viewer(

@@ -63,6 +63,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mcustt import bridges, wire
+from mcustt.admission import NodeDraining
 from mcustt.bodies import loads
 from mcustt.errors import (
     BadRequest,
@@ -211,6 +212,7 @@ async def transcribe_endpoint(ws: WebSocket) -> None:
     state = app_state(ws)
     query = ws.query_params
     try:
+        state.gate.admit_producer()  # issue 13: draining or saturated: another node
         await state.limiter.hit("ws_upgrade", state.client_ip(ws))
         secret = query.get("key")
         if not secret:
@@ -597,6 +599,9 @@ class BridgeConnection:
             self.stop(CloseCode.NORMAL, CloseReason.SESSION_ENDED)
         elif isinstance(failure, DailyCapReached):
             await self.state.pipelines.end_session(self.session, reason="daily-cap")
+            self.stop(failure.close_code, failure.code)
+        elif isinstance(failure, NodeDraining):
+            # issue 13: this node is draining: 1012, the bridge reconnects elsewhere
             self.stop(failure.close_code, failure.code)
         else:
             self.stop(CloseCode.INTERNAL_ERROR, CloseReason.PIPELINE_STOPPED)

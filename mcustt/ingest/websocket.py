@@ -42,6 +42,7 @@ from mcustt.wire import (
     Speaker,
     parse_language_hints,
 )
+from mcustt.words import wants_words
 from mcustt.wsutil import close, reject
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,11 @@ async def count_attempt(
     offers) is counted and then refused with 429 rather than parsed and verified. An
     attempt that would create its own session (zero-ceremony: a tenant key and no
     token) also spends from ``create_session``, as ``POST /api/sessions`` does.
+
+    Even before that, a node that is draining or saturated refuses (503, issue 13):
+    that costs nothing, and the producer is better served by another node at once.
     """
+    state.gate.admit_producer()
     await state.limiter.hit("ws_upgrade", client_ip)
     if not token and tenant_key:
         await state.limiter.hit("create_session", client_ip)
@@ -141,6 +146,8 @@ async def admit(
                 "title": query.get("title") or None,
                 "languageHints": query_hints(query) or None,
                 "reduceNoise": _flag(query, "reduceNoise") or _flag(query, "reduce_noise"),
+                # issue 17: absent: the tenant's default
+                "profanityFilter": query.get("profanityFilter") or None,
             },
         )
         return await admit_new(state, tenant, body, origin=origin)
@@ -174,6 +181,7 @@ async def admit_new(
         language_hints=body.hints(),
         keywords=body.keywords,
         reduce_noise=body.reduceNoise,
+        profanity_filter=body.profanityFilter,
         session_id=session_id,
     )
     state.metrics.sessions_created.inc()
@@ -277,6 +285,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
             state, token=token, tenant_key=tenant_key, client_ip=state.client_ip(ws)
         )
         audio = AudioOptions.from_query(dict(ws.query_params))
+        wants_words(ws.query_params.get("words"))  # issue 17: a bad value, before accept
         admission = await admit(
             state,
             token=token,
@@ -318,6 +327,11 @@ class IngestConnection:
         #: a participant's producer sent ``stop``: its track ends, the session does not
         self.participant_left = False
         self.session_ended = asyncio.Event()
+        #: issue 17: finals keep their word timings on this socket (``?words=1``, or a
+        #: session created with ``words: true``)
+        self.words = wants_words(
+            ws.query_params.get("words"), session_default=self.session.words, strict=False
+        )
 
     def sink(self, event: ProducerEvent) -> None:
         if event["type"] == "session-end":
@@ -384,7 +398,7 @@ class IngestConnection:
     def render(self, event: ProducerEvent) -> str | None:
         """The frame an event becomes on this socket (``None``: not sent). A subclass
         speaking another wire (the compatible stream) overrides this."""
-        return events.dumps(event)
+        return events.dumps(event if self.words else events.without_words(event))
 
     async def audio(self, pipeline: SessionPipeline, data: bytes) -> None:
         """One binary frame: PCM16 (the contract's checks), pushed to the pipeline. A

@@ -143,6 +143,10 @@ class Recognizer(ABC):
     languages: ClassVar[frozenset[str] | None] = None
     #: whether ``keywords`` reach the engine as recognition hints (README's table)
     honours_keywords: ClassVar[bool] = False
+    #: issue 17: whether the engine's text has sentence case and punctuation; False
+    #: (pocketsphinx) has the pipeline restore them (:mod:`mcustt.captions`). True by
+    #: default: most engines punctuate, and restoring theirs would only do harm.
+    punctuates: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -155,6 +159,12 @@ class Recognizer(ABC):
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`RecognizerError` if the engine is not usable (``/readyz``)."""
+
+    def load(self) -> float | None:
+        """How far behind the engine is (issue 13's admission control): 0 idle, 1
+        saturated (another stream would slow the ones it decodes); ``None`` when the
+        engine cannot tell (a remote service). Cheap: read on every new producer."""
+        return None
 
     @property
     def model(self) -> str:

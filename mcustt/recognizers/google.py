@@ -63,7 +63,13 @@ from google.cloud.speech_v2.services.speech.transports import SpeechGrpcAsyncIOT
 from google.cloud.speech_v2.types import cloud_speech
 
 from mcustt.config import Settings
-from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerError, RecognizerStream
+from mcustt.recognizers.base import (
+    Hypothesis,
+    Recognizer,
+    RecognizerError,
+    RecognizerStream,
+    Word,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +208,22 @@ def _duration_bytes(value: Any) -> int:
     micros = value // datetime.timedelta(microseconds=1)
     samples = (micros * 16 + 500) // 1000
     return max(0, samples * 2)
+
+
+def _words(alternative: Any, base: int) -> tuple[Word, ...] | None:
+    """A final's words (issue 17): Google's offsets count from the call's first audio
+    byte (``base`` bytes into the utterance); a word confidence of 0 means none was
+    given (proto3 has no null). None: Google sent no words."""
+    out = []
+    for info in alternative.words:
+        text = str(info.word).strip()
+        if not text:
+            continue
+        start = (base + _duration_bytes(info.start_offset)) // _BYTES_PER_MS
+        end = (base + _duration_bytes(info.end_offset)) // _BYTES_PER_MS
+        score = float(info.confidence)
+        out.append(Word(text, start, max(end, start), min(score, 1.0) if score > 0 else None))
+    return tuple(out) or None
 
 
 def _normalize_lang(code: str) -> str | None:
@@ -387,7 +409,12 @@ class GoogleRecognizer(Recognizer):
             model=self.settings.google_model,
             language_codes=list(language_codes),
             # Captions read far better punctuated; Chirp 2 supports it in streaming.
-            features=cloud_speech.RecognitionFeatures(enable_automatic_punctuation=True),
+            # Word offsets and confidences (issue 17): finals carry their words.
+            features=cloud_speech.RecognitionFeatures(
+                enable_automatic_punctuation=True,
+                enable_word_time_offsets=True,
+                enable_word_confidence=True,
+            ),
             adaptation=adaptation,
         )
         return cloud_speech.StreamingRecognizeRequest(
@@ -749,7 +776,8 @@ class GoogleRecognizerStream(RecognizerStream):
                 # Google scores the top alternative of a final (0 when it did not).
                 score = float(alternatives[0].confidence) if alternatives else 0.0
                 confidence = min(max(score, 0.0), 1.0) if score > 0 else None
-                await self._on_final(text, lang, offset, attempt, confidence)
+                words = _words(alternatives[0], attempt.base) if alternatives else None
+                await self._on_final(text, lang, offset, attempt, confidence, words)
             else:
                 interim.append(text)
                 interim_lang = interim_lang or lang
@@ -779,6 +807,7 @@ class GoogleRecognizerStream(RecognizerStream):
         offset: int,
         attempt: _Attempt,
         confidence: float | None = None,
+        words: tuple[Word, ...] | None = None,
     ) -> None:
         # Without an offset the final is taken to cover all audio this call has got.
         end = attempt.base + offset if offset else attempt.sent
@@ -799,6 +828,7 @@ class GoogleRecognizerStream(RecognizerStream):
                     start_ms=start_ms,
                     end_ms=end_ms,
                     confidence=confidence,
+                    words=words,
                 )
             )
         if (

@@ -24,6 +24,9 @@ from mcustt.wire import ErrorCode
 
 log = structlog.get_logger(__name__)
 
+#: seconds a PostgreSQL connection attempt may take (libpq's minimum is 2)
+CONNECT_TIMEOUT_S = 3
+
 
 def sync_url(url: str) -> str:
     """The URL with a synchronous driver (Alembic, CLI)."""
@@ -79,7 +82,14 @@ class Database:
         ensure_sqlite_dir(url)
         kwargs: dict[str, Any] = {}
         if not self.sqlite:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            # issue 13: pre-ping drops connections a restart cut; a short connect timeout
+            # makes an unreachable server fail fast (503, /readyz) instead of hanging.
+            kwargs.update(
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+            )
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         if self.sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

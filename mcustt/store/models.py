@@ -18,6 +18,7 @@ from mcustt.wire import (
     DocumentStatus,
     JobKind,
     JobStatus,
+    ProfanityFilter,
     RevisionAuthor,
     SessionStatus,
     SummaryStatus,
@@ -52,6 +53,10 @@ class Tenant(SQLModel, table=True):
     updated_at: float
     #: issue 15: default contextual keywords of every session (NULL on older rows: none)
     keywords: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    #: issue 17: every new session's profanity filter when it asks for none (NULL: off)
+    profanity_filter: ProfanityFilter | None = Field(
+        default=None, max_length=8, sa_type=AutoString(length=8)
+    )
 
 
 class Session(SQLModel, table=True):
@@ -72,16 +77,35 @@ class Session(SQLModel, table=True):
     #: the connected producer (any node) and how long its claim holds without renewal.
     producer_id: str | None = Field(default=None, max_length=64)
     producer_lease_until: float | None = None
+    #: the node holding the producer claim (issue 13): once its heartbeat is stale the
+    #: claim may be taken over before the lease runs out. NULL: lease only.
+    producer_node: str | None = Field(default=None, max_length=32)
     last_seq: int = 0
     audio_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     created_at: float
     updated_at: float
     ended_at: float | None = None
+    #: issue 17: the session's caption latency figures (``wire.CaptionLatency``), written
+    #: every few seconds by the node running its pipeline so any node can report them.
+    #: NULL: no figures yet.
+    caption_latency: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     #: issue 15: candidate languages (<= 3), the session's own keywords (the tenant's are
     #: merged in when a stream opens), noise suppression. NULL on older rows: none.
     language_hints: list[str] | None = Field(default=None, sa_column=Column(JSON))
     keywords: list[str] | None = Field(default=None, sa_column=Column(JSON))
     reduce_noise: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    #: issue 17: the profanity filter resolved at creation (the session's own, else the
+    #: tenant's default, else off); applied to interims and finals before they are
+    #: stored, and to the summary
+    profanity_filter: ProfanityFilter = Field(
+        default="off",
+        max_length=8,
+        sa_type=AutoString(length=8),
+        sa_column_kwargs={"server_default": "off"},
+    )
+    #: issue 17: every final's events carry its word timings (viewers may also ask per
+    #: connection with ``?words=1``)
+    words: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class TranscriptLine(SQLModel, table=True):
@@ -101,6 +125,12 @@ class TranscriptLine(SQLModel, table=True):
     #: issue 16: the latest correction's text (NULL: never corrected). ``text`` keeps the
     #: recognizer's final untouched; see :mod:`mcustt.store.revisions`.
     revised_text: str | None = None
+    #: issue 17: the recognized words with their timings in session time, as the wire's
+    #: ``words`` (``[{"text","startMs","endMs","confidence"}]``); NULL on older lines
+    #: and for engines that give none
+    words: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    #: issue 17: the engine's confidence in the line, 0 to 1 (NULL: it gave none)
+    confidence: float | None = None
 
 
 class Summary(SQLModel, table=True):
@@ -179,8 +209,22 @@ class ProducerTrack(SQLModel, table=True):
     #: the connected producer (any node) and how long its claim holds without renewal.
     producer_id: str | None = Field(default=None, max_length=64)
     lease_until: float | None = None
+    #: the node holding the claim, as ``Session.producer_node`` (issue 13)
+    node_id: str | None = Field(default=None, max_length=32)
     created_at: float
     updated_at: float
+
+
+class Node(SQLModel, table=True):
+    """A running ``mcustt serve`` process (issue 13), one row per process start. Its
+    heartbeat is renewed every ``MCUSTT_NODE_HEARTBEAT_S``; a producer claim whose node's
+    heartbeat is older than ``MCUSTT_NODE_DEAD_AFTER_S`` may be taken over at once,
+    without waiting out the claim's lease. One write per node per beat, none per frame."""
+
+    __tablename__ = "nodes"
+    id: str = Field(primary_key=True, max_length=32)
+    started_at: float
+    heartbeat_at: float
 
 
 class BridgeKey(SQLModel, table=True):

@@ -13,6 +13,7 @@ hold a single :class:`Repo` (``state.repo``) and no SQL lives outside ``mcustt.s
 * :mod:`mcustt.store.usage`: audio time per tenant per day;
 * :mod:`mcustt.store.speakers`: speaker names per session;
 * :mod:`mcustt.store.tracks`: participant tracks' tokens and producer claims;
+* :mod:`mcustt.store.nodes`: node heartbeats, which free a dead node's claims (issue 13);
 * :mod:`mcustt.store.bridges`: Jitsi bridge credentials and the meeting → session map.
 * :mod:`mcustt.store.webhooks`: webhook endpoints, the event outbox, deliveries.
 * :mod:`mcustt.store.tts`: text-to-speech audio until it expires.
@@ -31,6 +32,7 @@ from mcustt.store.db import Database
 from mcustt.store.documents import DocumentQueries
 from mcustt.store.files import FileQueries
 from mcustt.store.jobs import JobQueries
+from mcustt.store.nodes import NodeQueries
 from mcustt.store.revisions import RevisionQueries
 from mcustt.store.sessions import Capped, ProducerClaim, SessionQueries, SessionSnapshot
 from mcustt.store.speakers import SpeakerQueries
@@ -55,6 +57,7 @@ class Repo(
     UsageQueries,
     SpeakerQueries,
     TrackQueries,
+    NodeQueries,
     BridgeQueries,
     TTSQueries,
     WebhookQueries,

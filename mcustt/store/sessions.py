@@ -30,6 +30,7 @@ from mcustt.store.models import (
     Tenant,
     TranscriptLine,
 )
+from mcustt.store.nodes import node_dead
 from mcustt.store.webhooks import record_event, session_ended_data
 
 
@@ -44,10 +45,22 @@ async def _lock_tenant(s: AsyncSession, tenant_id: str) -> None:
 
 
 async def active_producers(
-    s: AsyncSession, tenant_id: str, now: float, *, session_id: str, participant_id: str | None
+    s: AsyncSession,
+    tenant_id: str,
+    now: float,
+    *,
+    session_id: str,
+    participant_id: str | None,
+    dead_after_s: float | None = None,
 ) -> int:
     """The tenant's connected producers (mixed and tracks), except the one being claimed
-    (its own lingering lease must not refuse its reconnect)."""
+    (its own lingering lease must not refuse its reconnect) and, with ``dead_after_s``,
+    those held by dead nodes (their producers are reconnecting elsewhere too)."""
+    alive_mixed = (
+        [~node_dead(Session.producer_node, now=now, dead_after_s=dead_after_s)]
+        if dead_after_s is not None
+        else []
+    )
     mixed = await s.scalar(
         select(func.count())
         .select_from(Session)
@@ -56,6 +69,7 @@ async def active_producers(
             col(Session.producer_lease_until) > now,
             # a mixed claim of this session is the one being claimed
             *([Session.id != session_id] if participant_id is None else []),
+            *alive_mixed,
         )
     )
     tracks_query = (
@@ -63,6 +77,10 @@ async def active_producers(
         .select_from(ProducerTrack)
         .where(ProducerTrack.tenant_id == tenant_id, col(ProducerTrack.lease_until) > now)
     )
+    if dead_after_s is not None:
+        tracks_query = tracks_query.where(
+            ~node_dead(ProducerTrack.node_id, now=now, dead_after_s=dead_after_s)
+        )
     if participant_id is not None:
         tracks_query = tracks_query.where(
             (col(ProducerTrack.session_id) != session_id)
@@ -113,6 +131,8 @@ class ProducerClaim:
     outcome: Literal["claimed", "capped", "refused"]
     session: Session | None
     active: int = 0
+    #: claimed over an unexpired lease whose node had stopped beating (issue 13)
+    took_over: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,15 @@ class SessionQueries:
             )
             await s.commit()
 
+    async def set_caption_latency(self, session_id: str, latency: dict[str, Any]) -> None:
+        """Store the session's caption latency figures (issue 17; a few-second cadence,
+        never per frame), so any node's session state reports them."""
+        async with self.db.session() as s:
+            await s.exec(
+                update(Session).where(col(Session.id) == session_id).values(caption_latency=latency)
+            )
+            await s.commit()
+
     # -- the producer claim ----------------------------------------------------------------
 
     async def claim_producer(
@@ -197,28 +226,48 @@ class SessionQueries:
         producer_id: str,
         lease_s: float,
         max_active: int,
+        node_id: str | None = None,
+        dead_after_s: float | None = None,
     ) -> ProducerClaim:
         """Burn the ingest token ``jti`` (when given) and take the producer lease for
         ``lease_s``, in one conditional UPDATE, unless the tenant already has
-        ``max_active`` producers connected to its other sessions."""
+        ``max_active`` producers connected to its other sessions.
+
+        ``node_id`` names this node in the claim; with ``dead_after_s``, a claim whose
+        node's heartbeat is older than that is free too (the node died holding it)."""
         now = time.time()
         async with self.db.session() as s:
             await _lock_tenant(s, tenant_id)
             active = await active_producers(
-                s, tenant_id, now, session_id=session_id, participant_id=None
+                s,
+                tenant_id,
+                now,
+                session_id=session_id,
+                participant_id=None,
+                dead_after_s=dead_after_s,
             )
             if active >= max_active:
                 return ProducerClaim("capped", None, active)
-            conds = [
-                col(Session.id) == session_id,
-                col(Session.status) == "live",
-                (col(Session.producer_id).is_(None)) | (col(Session.producer_lease_until) < now),
-            ]
+            # Under the tenant's lock: who held the claim before (a takeover is counted).
+            row = await s.get(Session, session_id, populate_existing=True)
+            # (copied: the same identity-mapped object is refreshed after the update)
+            held = (
+                (row.producer_node or "?")
+                if row is not None
+                and row.producer_id is not None
+                and (row.producer_lease_until or 0) >= now
+                else None
+            )
+            free = (col(Session.producer_id).is_(None)) | (col(Session.producer_lease_until) < now)
+            if dead_after_s is not None:
+                free = free | node_dead(Session.producer_node, now=now, dead_after_s=dead_after_s)
+            conds = [col(Session.id) == session_id, col(Session.status) == "live", free]
             if jti is not None:
                 conds.append(col(Session.ingest_jti) == jti)
             values: dict[str, Any] = {
                 "producer_id": producer_id,
                 "producer_lease_until": now + lease_s,
+                "producer_node": node_id,
                 "updated_at": now,
             }
             if jti is not None:
@@ -227,7 +276,9 @@ class SessionQueries:
             await s.commit()
             session = await s.get(Session, session_id, populate_existing=True)
         claimed = result.rowcount == 1
-        return ProducerClaim("claimed" if claimed else "refused", session, active)
+        return ProducerClaim(
+            "claimed" if claimed else "refused", session, active, held if claimed else None
+        )
 
     async def renew_producer(self, session_id: str, producer_id: str, *, lease_s: float) -> bool:
         """Extend the lease by ``lease_s`` from now, if this producer still holds the claim."""
@@ -246,7 +297,12 @@ class SessionQueries:
             await s.exec(
                 update(Session)
                 .where(col(Session.id) == session_id, col(Session.producer_id) == producer_id)
-                .values(producer_id=None, producer_lease_until=None, updated_at=time.time())
+                .values(
+                    producer_id=None,
+                    producer_lease_until=None,
+                    producer_node=None,
+                    updated_at=time.time(),
+                )
             )
             await s.commit()
 

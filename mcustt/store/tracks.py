@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from mcustt.store.db import Database
 from mcustt.store.models import ProducerTrack, Session
+from mcustt.store.nodes import node_dead
 from mcustt.store.sessions import ProducerClaim, _lock_tenant, active_producers
 
 
@@ -62,6 +63,8 @@ class TrackQueries:
         producer_id: str,
         lease_s: float,
         max_active: int,
+        node_id: str | None = None,
+        dead_after_s: float | None = None,
     ) -> ProducerClaim:
         """Burn the participant's token ``jti`` and take its track's lease, in one
         conditional UPDATE, if the session is live and the tenant is under its cap.
@@ -74,21 +77,33 @@ class TrackQueries:
         async with self.db.session() as s:
             await _lock_tenant(s, tenant_id)
             active = await active_producers(
-                s, tenant_id, now, session_id=session_id, participant_id=participant_id
+                s,
+                tenant_id,
+                now,
+                session_id=session_id,
+                participant_id=participant_id,
+                dead_after_s=dead_after_s,
             )
             if active >= max_active:
                 return ProducerClaim("capped", None, active)
             session = await s.get(Session, session_id, populate_existing=True)
             if session is None or session.status != "live":
                 return ProducerClaim("refused", session, active)
+            free = (col(ProducerTrack.producer_id).is_(None)) | (
+                col(ProducerTrack.lease_until) < now
+            )
+            if dead_after_s is not None:
+                # issue 13: the claim of a node that stopped beating is free at once
+                free = free | node_dead(ProducerTrack.node_id, now=now, dead_after_s=dead_after_s)
             conds = [
                 col(ProducerTrack.session_id) == session_id,
                 col(ProducerTrack.participant_id) == participant_id,
-                (col(ProducerTrack.producer_id).is_(None)) | (col(ProducerTrack.lease_until) < now),
+                free,
             ]
             values: dict[str, Any] = {
                 "producer_id": producer_id,
                 "lease_until": now + lease_s,
+                "node_id": node_id,
                 "updated_at": now,
             }
             if jti is not None:
@@ -107,10 +122,20 @@ class TrackQueries:
                     )
                     .on_conflict_do_nothing(index_elements=["session_id", "participant_id"])
                 )
+            track = await s.get(ProducerTrack, (session_id, participant_id))
+            held = (
+                (track.node_id or "?")
+                if track is not None
+                and track.producer_id is not None
+                and (track.lease_until or 0) >= now
+                else None
+            )
             result = await s.exec(update(ProducerTrack).where(*conds).values(**values))
             await s.commit()
         claimed = result.rowcount == 1
-        return ProducerClaim("claimed" if claimed else "refused", session, active)
+        return ProducerClaim(
+            "claimed" if claimed else "refused", session, active, held if claimed else None
+        )
 
     async def renew_track(
         self, session_id: str, participant_id: str, producer_id: str, *, lease_s: float
@@ -139,7 +164,7 @@ class TrackQueries:
                     col(ProducerTrack.participant_id) == participant_id,
                     col(ProducerTrack.producer_id) == producer_id,
                 )
-                .values(producer_id=None, lease_until=None, updated_at=time.time())
+                .values(producer_id=None, lease_until=None, node_id=None, updated_at=time.time())
             )
             await s.commit()
 

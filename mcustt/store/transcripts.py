@@ -8,6 +8,8 @@ summaries and questions all use the corrected transcript.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import case, update
 from sqlmodel import col, select
@@ -45,6 +47,8 @@ class TranscriptQueries:
         end_ms: int,
         audio_ms: int,
         speaker: str | None = None,
+        words: Sequence[Mapping[str, Any]] | None = None,
+        confidence: float | None = None,
     ) -> TranscriptLine:
         """Persist one final and advance the session's seq in one transaction.
 
@@ -54,6 +58,8 @@ class TranscriptQueries:
         is held until commit, so the tracks of one session, on any nodes, get gap-free
         seqs in the order their finals are persisted, and a line with seq n is visible
         once n+1 is. ``speaker``: the participant id of the track (None: mixed).
+        ``words`` / ``confidence`` (issue 17): the wire's word timings in session time
+        and the engine's confidence (None: none given).
 
         ``audio_ms`` only ever grows the session's audio time: parallel tracks each
         report their own position. The (session_id, seq) unique constraint turns a second
@@ -89,6 +95,8 @@ class TranscriptQueries:
                 start_ms=start_ms,
                 end_ms=end_ms,
                 speaker=speaker,
+                words=[dict(w) for w in words] if words is not None else None,
+                confidence=confidence,
             )
             s.add(line)
             await s.commit()

@@ -297,6 +297,16 @@ def check_utterance(hypotheses: list[Hypothesis], speech: Speech) -> None:
             assert h.start_ms <= h.end_ms, h
     ends = [h.end_ms for h in finals if h.end_ms is not None]
     assert ends == sorted(ends), finals
+    # Word timings (issue 17), when an engine gives them: the final's words, in order,
+    # on the stream's timeline; interims carry none.
+    for h in finals:
+        if h.words is None:
+            continue
+        assert [w.text for w in h.words] == h.text.split(), h
+        starts = [w.start_ms for w in h.words]
+        assert starts == sorted(starts), h
+        assert all(0 <= w.start_ms <= w.end_ms <= duration_ms for w in h.words), h
+        assert all(w.confidence is None or 0 <= w.confidence <= 1 for w in h.words), h
 
 
 async def _collect(

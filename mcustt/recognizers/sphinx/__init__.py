@@ -33,6 +33,8 @@ class SphinxRecognizer(Recognizer):
     #: one acoustic and language model, US English: any English hint is served by it
     #: (an accent costs accuracy, not the language); any other language is refused
     languages: ClassVar[frozenset[str] | None] = frozenset({"en"})
+    #: lower-case words without punctuation: restored by the pipeline (issue 17)
+    punctuates: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -51,6 +53,9 @@ class SphinxRecognizer(Recognizer):
 
     async def check(self) -> None:
         self._pool.check()
+
+    def load(self) -> float | None:
+        return self._pool.load()
 
     def open_stream(
         self,

@@ -60,8 +60,10 @@ class Utterance(Protocol):
     def on_ack(self, nbytes: int, text: str | None, error: str | None) -> None:
         """The worker decoded ``nbytes`` more audio; ``text`` is its hypothesis so far."""
 
-    def on_final(self, text: str | None, error: str | None) -> None:
-        """The worker ended the utterance."""
+    def on_final(
+        self, text: str | None, error: str | None, words: tuple[tuple[str, int, int], ...] = ()
+    ) -> None:
+        """The worker ended the utterance; ``words``: (word, start_ms, end_ms) each."""
 
     def on_fail(self, error: RecognizerError) -> None:
         """The worker is gone (or the pool is shutting down)."""
@@ -181,6 +183,19 @@ class WorkerPool:
             raise RecognizerError("the sphinx worker pool is not running")
         if not any(w is not None and w.alive for w in self._slots):
             raise RecognizerError("no sphinx worker is alive")
+        if not any(w is not None and w.alive and _booted(w) for w in self._slots):
+            # A (re)started worker builds its first decoder before it says "ready".
+            raise RecognizerError("no sphinx worker is ready yet")
+
+    def load(self) -> float:
+        """The backlog of the least-busy live worker, as a share of what it may owe
+        (:data:`MAX_INFLIGHT_BYTES`, ~2 s of audio): a new utterance goes to that worker
+        (:meth:`acquire`), so when even it is near its bound, every worker is behind
+        real time. 1.0 when no worker is alive."""
+        live = [w for w in self._slots if w is not None and w.alive]
+        if not live:
+            return 1.0
+        return min(w.inflight_bytes for w in live) / MAX_INFLIGHT_BYTES
 
     async def stats(self) -> list[WorkerStats]:
         """Decoder counters of every live worker."""
@@ -308,11 +323,11 @@ class WorkerPool:
             if utterance is not None:
                 utterance.on_ack(nbytes, text, error)
         elif kind == "final":
-            _, uid, text, error = msg
+            _, uid, text, error, words = msg  # words: issue 17 (see worker.py)
             worker.paid()
             utterance = worker.utterances.pop(uid, None)
             if utterance is not None:
-                utterance.on_final(text, error)
+                utterance.on_final(text, error, words)
         elif kind == "stats":
             _, req, stats = msg
             worker.paid()
@@ -480,6 +495,11 @@ async def _wait_exit(processes: list[BaseProcess], limit_s: float) -> list[BaseP
             break
         await asyncio.sleep(0.01)
     return [p for p in pending if p.exitcode is None]
+
+
+def _booted(worker: Worker) -> bool:
+    ready = worker.ready
+    return ready.done() and not ready.cancelled() and ready.exception() is None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

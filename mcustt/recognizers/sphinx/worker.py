@@ -11,7 +11,7 @@ Wire protocol (tuples pickled over one duplex pipe; ``uid`` names an utterance):
     parent -> worker                     worker -> parent
     ("start", uid)                       (nothing unless it fails: see "ack"/"final")
     ("audio", uid, pcm)                  ("ack", uid, nbytes, hyp_text | None, error | None)
-    ("end", uid)                         ("final", uid, text | None, error | None)
+    ("end", uid)                         ("final", uid, text | None, error | None, words)
     ("abort", uid)                       (nothing)
     ("stats", req)                       ("stats", req, WorkerStats)
     ("stop",)                            (exits)
@@ -19,6 +19,10 @@ Wire protocol (tuples pickled over one duplex pipe; ``uid`` names an utterance):
 
 Every "audio" gets exactly one "ack", even for an utterance that failed or was
 aborted: the pool counts on it to bound the bytes in flight.
+
+A final's ``words`` (issue 17) are ``(word, start_ms, end_ms)`` tuples relative to the
+utterance's first byte, from the decoder's segmentation (:func:`words_of`); an empty
+tuple when it has none.
 """
 
 from __future__ import annotations
@@ -38,10 +42,18 @@ LANG: Final = "en-US"
 MODEL: Final = "pocketsphinx-en-us"
 #: pocketsphinx options: without the second (fwdflat) and lattice (bestpath) passes
 #: end_utt takes ~15 ms instead of 150-400 ms, at about the same accuracy.
+#: Narrower search (issue 17): beams 1e-40/1e-25 (defaults 1e-48/7e-29) and at most 3000
+#: active HMMs a frame (default 30000) cut decoding from ~0.24 to ~0.10 s of CPU per
+#: second of audio, so 6 real-time streams leave room on 2 cores and finals do not
+#: queue behind other streams' audio; WER on the test fixtures did not rise
+#: (scripts/bench_wer.py; the README's Benchmarks).
 DECODER_OPTIONS: Final[dict[str, Any]] = {
     "samprate": 16000,
     "fwdflat": False,
     "bestpath": False,
+    "beam": 1e-40,
+    "wbeam": 1e-25,
+    "maxhmmpf": 3000,
     "loglevel": "FATAL",
 }
 
@@ -94,6 +106,13 @@ class _WorkerLoop:
             self.conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
             return
         self.decoder_cls = Decoder
+        try:
+            # One decoder built before "ready" (0.6-2 s): the node's first utterance
+            # does not wait for it, so its first caption is not late (issue 17).
+            self.free.append(self._new_decoder())
+        except Exception as exc:
+            self.conn.send(("fatal", _describe(exc)))
+            return
         self.conn.send(("ready", os.getpid()))
         while True:
             msg = self.conn.recv()
@@ -147,6 +166,7 @@ class _WorkerLoop:
         decoder = self.active.pop(uid, None)
         text: str | None = None
         error: str | None = None
+        words: tuple[tuple[str, int, int], ...] = ()
         if isinstance(decoder, _Failed):
             error = decoder.error
         elif decoder is not None:
@@ -154,11 +174,13 @@ class _WorkerLoop:
                 decoder.end_utt()
                 hyp = decoder.hyp()
                 text = hyp.hypstr if hyp is not None else None
+                if text:
+                    words = words_of(decoder.seg())
             except Exception as exc:
                 error = _describe(exc)
             else:
                 self._release(decoder)
-        self.conn.send(("final", uid, text, error))
+        self.conn.send(("final", uid, text, error, words))
 
     def abort(self, uid: int) -> None:
         decoder = self.active.pop(uid, None)
@@ -195,6 +217,34 @@ class _WorkerLoop:
 
     def _n_active(self) -> int:
         return sum(1 for d in self.active.values() if not isinstance(d, _Failed))
+
+
+#: Segments that are no words: silence, sentence bounds, and the model's noise "words"
+#: (``[NOISE]``, ``[BREATH]``, ...; ``++GARBAGE++`` in some dictionaries).
+_FILLERS: Final = frozenset({"<s>", "</s>", "<sil>"})
+#: 10 ms per frame: the decoder's default frame rate (``-frate 100``)
+FRAME_MS: Final = 10
+
+
+def words_of(segments: Any) -> tuple[tuple[str, int, int], ...]:
+    """The words of a decoded utterance with their times (ms from its first byte).
+
+    ``segments``: ``Decoder.seg()``, whose ``word``s include fillers (dropped) and
+    alternate pronunciations as ``word(2)`` (shown as ``word``, as the hypothesis does).
+    A segment's ``end_frame`` is its last frame, so it ends one frame later.
+    """
+    out: list[tuple[str, int, int]] = []
+    for seg in segments:
+        word = str(seg.word)
+        if word in _FILLERS or word.startswith(("[", "+")):
+            continue
+        if word.endswith(")") and "(" in word:
+            word = word[: word.rindex("(")]
+        if not word:
+            continue
+        start = int(seg.start_frame) * FRAME_MS
+        out.append((word, start, max(int(seg.end_frame) + 1, 0) * FRAME_MS))
+    return tuple(out)
 
 
 class _Failed:

@@ -1,0 +1,136 @@
+"""Admission control and the drain's refusals (issue 13), in one process.
+
+The two-node scenarios are ``test_fault_drain.py`` and ``test_fault_overload.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+import websockets
+from conftest import Running, make_settings, new_session, new_tenant, run_server
+from websockets.exceptions import InvalidStatus
+
+from mcustt.admission import Gate, NodeDraining, NodeOverloaded
+from mcustt.config import Settings
+from mcustt.drain import drain
+from mcustt.metrics import Metrics
+from mcustt.recognizers.base import Recognizer, RecognizerStream
+from mcustt.state import AppState
+
+
+class Loaded(Recognizer):
+    """A recognizer reporting whatever load the test sets."""
+
+    name = "loaded"
+
+    def __init__(self) -> None:
+        super().__init__(Settings())
+        self.level: float | None = None
+
+    def load(self) -> float | None:
+        return self.level
+
+    def open_stream(
+        self,
+        *,
+        language: str,
+        auto_detect: bool,
+        language_hints: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+    ) -> RecognizerStream:
+        raise NotImplementedError
+
+
+def refused(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("mcustt_admissions_refused_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_a_saturated_node_refuses_new_producers_with_retry_after() -> None:
+    metrics, engine = Metrics(), Loaded()
+    producers = [0]
+    settings = Settings(max_producers_per_node=2, max_loop_lag_ms=0, max_recognizer_load=0.8)
+    gate = Gate(settings, metrics, engine, lambda: producers[0])
+    gate.admit_producer()  # idle: admitted
+    producers[0] = 2
+    with pytest.raises(NodeOverloaded) as info:
+        gate.admit_producer()
+    assert info.value.status_code == 503 and info.value.code == "NODE_OVERLOADED"
+    assert int(info.value.headers["Retry-After"]) >= 1
+    assert refused(metrics, "producer_cap") == 1
+    producers[0] = 1
+    engine.level = 0.95  # the engine is behind: refused once the monitor has seen it
+    task = asyncio.create_task(gate.run())
+    try:
+        for _ in range(200):
+            if gate.recognizer_load is not None:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(NodeOverloaded):
+            gate.admit_producer()
+        assert refused(metrics, "recognizer_load") == 1
+        gate.admit_viewer()  # viewers are not refused for load
+        gate.admit_session()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_lag_monitor_sees_a_blocked_event_loop() -> None:
+    metrics = Metrics()
+    gate = Gate(Settings(max_loop_lag_ms=100), metrics, Loaded(), lambda: 0)
+    task = asyncio.create_task(gate.run())
+    try:
+        await asyncio.sleep(0.08)  # one sample, on time
+        time.sleep(0.3)  # blocking the loop is the point
+        await asyncio.sleep(0.08)  # the late sample is taken
+        assert gate.loop_lag_s >= 0.2
+        with pytest.raises(NodeOverloaded):
+            gate.admit_producer()
+        assert refused(metrics, "loop_lag") == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _state(srv: Running) -> AppState:
+    state: AppState = srv.app.state.mcustt
+    return state
+
+
+async def test_a_draining_node_says_so_and_refuses_new_work(sqlite_url: str) -> None:
+    async with run_server(make_settings(sqlite_url, drain_grace_s=2)) as srv:
+        t = await new_tenant(srv)
+        s = await new_session(srv, t["apiKey"])
+        async with srv.client() as c:
+            assert (await c.get("/readyz")).json()["status"] == "ready"
+        state = _state(srv)
+        await drain(state, grace_s=2)
+        assert state.metrics.registry.get_sample_value("mcustt_draining") == 1
+        async with srv.client() as c:
+            r = await c.get("/readyz")
+            assert r.status_code == 503 and r.json()["status"] == "draining"
+            r = await c.post("/api/sessions", json={}, headers={"x-tenant-key": t["apiKey"]})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "NODE_DRAINING"
+            assert int(r.headers["retry-after"]) >= 1
+            # REST reads keep working
+            r = await c.get(
+                f"/api/sessions/{s['sessionId']}", headers={"x-tenant-key": t["apiKey"]}
+            )
+            assert r.status_code == 200 and r.json()["status"] == "live"
+        for path in (
+            f"/ws/stt?token={s['ingestToken']}",
+            f"/ws/subscribe?token={s['subscribeToken']}",
+        ):
+            with pytest.raises(InvalidStatus) as info:
+                async with websockets.connect(srv.ws_url + path):
+                    pass
+            assert info.value.response.status_code == 503
+        assert refused(state.metrics, "draining") == 3
+        with pytest.raises(NodeDraining):
+            state.gate.admit_producer()
