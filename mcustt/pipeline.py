@@ -123,8 +123,10 @@ class Suppressor(Protocol):
 DENOISE_BATCH_BYTES = 3_200
 
 #: an unchanged interim is sent again after this long (a heartbeat; engines repeat
-#: theirs every 100-200 ms of audio), so interims come every <= ~200 ms during speech
-INTERIM_HEARTBEAT_S = 0.15
+#: theirs every 100-200 ms of audio), so interims come every <= 200 ms during speech.
+#: Under sphinx's 100 ms batches, 90 ms lets each repeat through: at 150 ms every other
+#: one was dropped and the interval's p95 was 209 ms (scripts/bench_latency.py).
+INTERIM_HEARTBEAT_S = 0.09
 
 #: audio buffered between transport and recognizer: room for a slow final (10 s)
 QUEUE_BYTES = 10 * 32_000

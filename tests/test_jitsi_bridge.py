@@ -383,7 +383,7 @@ async def test_two_participants_overlap_through_loss_reorder_and_a_reconnect(
     sent += [(r["participant"]["id"], r["transcript"][0]["text"]) for r in second.finals()]
     assert sorted(sent) == sorted((ln.speaker or "", ln.text) for ln in lines)
     by_speaker = {
-        speaker: set(" ".join(ln.text for ln in group).lower().split())
+        speaker: set(re.findall(r"[\w']+", " ".join(ln.text for ln in group).lower()))
         for speaker, group in itertools.groupby(
             sorted(lines, key=lambda ln: ln.speaker or ""), key=lambda ln: ln.speaker
         )

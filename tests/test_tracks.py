@@ -45,7 +45,10 @@ from mcustt.store.repo import Repo
 
 #: words pocketsphinx reliably hears in each fixture (checked on both databases)
 PRIYA_WORDS = {"weekly"}  # hello_en: "Hello everyone, welcome to the weekly planning call."
-OMAR_WORDS = {"decided", "friday"}  # standup_en 6.0-11.5 s: "…We decided to ship it on Friday."
+# standup_en 6.0-11.5 s: "The billing page is ready for review. We decided to ship it on
+# Friday." Endpointing (issue 17) ends the first sentence at its pause, and sphinx then hears
+# "friday" as "cry": "decided" is the word it gets right on its own.
+OMAR_WORDS = {"decided"}
 OMAR_SLICE = slice(6_000 * 32, 11_500 * 32)  # PCM16 16 kHz: 32 bytes a millisecond
 
 
