@@ -116,6 +116,9 @@ class Settings:
     #: event-loop lag (p90 over the last 2 s) above which new producers are refused
     #: (503 NODE_OVERLOADED); 0 = not checked
     max_loop_lag_ms: float = 100.0
+    #: share of the last 1 s the event-loop thread was on the CPU above which new
+    #: producers are refused; 0 = not checked
+    max_loop_busy: float = 0.65
     #: recognizer backlog (0 idle .. 1 saturated, engines that report one) above which
     #: new producers are refused; 0 = not checked
     max_recognizer_load: float = 0.9
@@ -218,6 +221,8 @@ class Settings:
             raise ConfigError("MCUSTT_DRAIN_GRACE_S must be > 0")
         if self.max_loop_lag_ms < 0 or self.max_recognizer_load < 0:
             raise ConfigError("MCUSTT_MAX_LOOP_LAG_MS and _MAX_RECOGNIZER_LOAD must be >= 0")
+        if not 0 <= self.max_loop_busy <= 1:
+            raise ConfigError("MCUSTT_MAX_LOOP_BUSY must be 0..1")
         if self.max_producers_per_node < 0:
             raise ConfigError("MCUSTT_MAX_PRODUCERS_PER_NODE must be >= 0")
         if self.store_outage_max_s <= 0 or self.store_outage_max_finals < 1:

@@ -56,6 +56,17 @@ class Metrics:
             "Event-loop lag of this node (p90 over the last 2 s)",
             registry=r,
         )
+        self.loop_busy = Gauge(
+            "mcustt_event_loop_busy_ratio",
+            "Share of the last 1 s this node's event-loop thread spent on the CPU",
+            registry=r,
+        )
+        self.recognizer_load = Gauge(
+            "mcustt_recognizer_load",
+            "The recognizer's backlog, 0 idle .. 1 saturated (p90 over 2 s; engines "
+            "that report one)",
+            registry=r,
+        )
         # PostgreSQL outages (issue 13): mcustt.outages, mcustt.commits
         self.store_outages = Counter(
             "mcustt_store_outages_total",

@@ -41,12 +41,14 @@ Figures (over the steady window after ``--warmup``):
   classifies as speech ("speech end": adds the fixed 600 ms VAD hangover).
 
 ``--overload`` (issue 13's admission control) runs one mcustt node with
-``MCUSTT_MAX_LOOP_LAG_MS=--overload-lag-ms`` and ``MCUSTT_MAX_RECOGNIZER_LOAD=
---overload-load`` and keeps adding producers (``--step`` every ``--step-s``) until
+``MCUSTT_MAX_LOOP_LAG_MS=--overload-lag-ms``, ``MCUSTT_MAX_LOOP_BUSY=--overload-busy``
+and ``MCUSTT_MAX_RECOGNIZER_LOAD=--overload-load`` (the server's defaults unless given)
+and keeps adding producers (``--step`` every ``--step-s``) until
 ``--streams`` were tried, far past what it admits; then it streams ``--seconds`` more.
 It prints how many were admitted and refused (and whether every refusal was a clean 503
 ``NODE_OVERLOADED`` with ``Retry-After``), the lag p99 of the admitted sessions from 2 s
-after the last admission, admitted producers dropped, and crashes; exit 1 on any.
+after the last admission, admitted producers dropped, and crashes; exit 1 on any. It
+also prints the node's admission signals every 2 s (from its ``/metrics``).
 
 A level passes when every producer connected, none was dropped, no pong was lost and
 lag p99 < ``--lag-bound``; for sphinx also final p50 (from VAD end) < 500 ms and >= 90 %
@@ -657,6 +659,44 @@ async def _overload_client(job: OverloadJob, go: MPEvent, stop: MPEvent) -> dict
     return {"index": job.index, "producers": outcome}
 
 
+async def _watch_gate(port: int, timeline: list[str]) -> None:
+    """Every 2 s, the node's admission signals from its ``/metrics``."""
+    import httpx
+
+    want = (
+        "mcustt_producers ",
+        "mcustt_event_loop_lag_seconds ",
+        "mcustt_event_loop_busy_ratio ",
+        "mcustt_recognizer_load ",
+    )
+    async with httpx.AsyncClient(timeout=5) as hc:
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                r = await hc.get(
+                    f"http://127.0.0.1:{port}/metrics",
+                    headers={"authorization": f"Bearer {bl.ADMIN}"},
+                )
+            except httpx.HTTPError:
+                timeline.append("(no answer)")
+                continue
+            got = {
+                line.split(" ")[0]: float(line.split(" ")[1])
+                for line in r.text.splitlines()
+                if line.startswith(want)
+            }
+            timeline.append(
+                f"{got.get('mcustt_producers', 0):.0f}/"
+                f"{got.get('mcustt_event_loop_lag_seconds', 0) * 1000:.0f}/"
+                f"{got.get('mcustt_event_loop_busy_ratio', 0):.2f}"
+                + (
+                    f"/{got['mcustt_recognizer_load']:.2f}"
+                    if "mcustt_recognizer_load" in got
+                    else ""
+                )
+            )
+
+
 async def run_overload(env: Env) -> int:
     """``--overload``: one mcustt node with admission control, producers added every
     ``--step-s`` (``--step`` at a time) until ``--streams`` were tried, well past what
@@ -674,6 +714,7 @@ async def run_overload(env: Env) -> int:
         "MCUSTT_RECOGNIZER_WORKERS": str(args.workers),
         "MCUSTT_MAX_LOOP_LAG_MS": str(args.overload_lag_ms),
         "MCUSTT_MAX_RECOGNIZER_LOAD": str(args.overload_load),
+        "MCUSTT_MAX_LOOP_BUSY": str(args.overload_busy),
     }
     server_env.update(kv.split("=", 1) for kv in args.server_env)
     proc = bl.spawn_mcustt(server_env, port, log_path)
@@ -706,12 +747,19 @@ async def run_overload(env: Env) -> int:
         await asyncio.sleep(1.0)
         print(
             f"  overload: {n} producers, {step} every {args.step_s:.1f} s, thresholds: loop lag "
-            f"{args.overload_lag_ms:.0f} ms, recognizer load {args.overload_load}",
+            f"{args.overload_lag_ms:.0f} ms, loop busy {args.overload_busy}, recognizer load "
+            f"{args.overload_load}",
             flush=True,
         )
         go.set()
         ramp = attempts[-1] + 2.0
-        await asyncio.sleep(ramp + args.seconds)
+        timeline: list[str] = []
+        watcher = asyncio.create_task(_watch_gate(port, timeline))
+        try:
+            await asyncio.sleep(ramp + args.seconds)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         stop.set()
         results = [await asyncio.to_thread(result_q.get, True, 120) for _ in range(k)]
         alive = proc.poll() is None
@@ -776,6 +824,15 @@ async def run_overload(env: Env) -> int:
     print(f"  crashes: {crashes} (server alive: {alive}; client failures: {fatal[:2] or 'none'})")
     if other:
         print(f"  other failures, first: {other[:2]}")
+    unclean = [o for o in refused if o not in clean]
+    if unclean:
+        print(f"  unclean refusals, first: {unclean[:2]}")
+    print(
+        "  node's admission signals, every 2 s (producers / loop lag p90 ms / loop busy"
+        " / recognizer load, if it reports one):"
+    )
+    for i in range(0, len(timeline), 6):
+        print("    " + "  ".join(timeline[i : i + 6]))
     ok = crashes == 0 and dropped == 0 and len(clean) == len(refused) and not other
     return 0 if ok else 1
 
@@ -1000,10 +1057,13 @@ def main() -> int:
     parser.add_argument("--step", type=int, default=0, help="overload: producers per step")
     parser.add_argument("--step-s", type=float, default=2.0, help="overload: seconds per step")
     parser.add_argument(
-        "--overload-lag-ms", type=float, default=20.0, help="overload: MCUSTT_MAX_LOOP_LAG_MS"
+        "--overload-lag-ms", type=float, default=100.0, help="overload: MCUSTT_MAX_LOOP_LAG_MS"
     )
     parser.add_argument(
-        "--overload-load", type=float, default=0.5, help="overload: MCUSTT_MAX_RECOGNIZER_LOAD"
+        "--overload-load", type=float, default=0.9, help="overload: MCUSTT_MAX_RECOGNIZER_LOAD"
+    )
+    parser.add_argument(
+        "--overload-busy", type=float, default=0.65, help="overload: MCUSTT_MAX_LOOP_BUSY"
     )
     parser.add_argument("--max-steps", type=int, default=7, help="runs per server in --search")
     parser.add_argument("--lag-bound", type=float, default=50.0, help="ms, p99")

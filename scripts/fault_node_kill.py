@@ -81,6 +81,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         "MCUSTT_RECOGNIZER_WORKERS": "1",
         "MCUSTT_LOG_LEVEL": "warning",
         "MCUSTT_MAX_LOOP_LAG_MS": "0",
+        "MCUSTT_MAX_LOOP_BUSY": "0",
     }
     ports = [benchlib.free_port(), benchlib.free_port()]
     urls = [f"http://127.0.0.1:{p}" for p in ports]

@@ -509,6 +509,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     }
     if not args.admission:
         env["MCUSTT_MAX_LOOP_LAG_MS"] = "0"
+        env["MCUSTT_MAX_LOOP_BUSY"] = "0"
         env["MCUSTT_MAX_RECOGNIZER_LOAD"] = "0"
     pg_name = ""
     if args.db == "postgres":

@@ -149,6 +149,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Admission control (issue 13) reads the machine's load: a shared test machine's
         # would refuse producers at random. Its tests turn it on themselves.
         max_loop_lag_ms=0,
+        max_loop_busy=0,
         max_recognizer_load=0,
     )
     return replace(base, **overrides)
@@ -285,6 +286,7 @@ async def spawn_node(env: dict[str, str], log_path: Path) -> AsyncIterator[Node]
         "MCUSTT_LOG_LEVEL": "info",
         # as in make_settings: no admission by load unless a test asks (issue 13)
         "MCUSTT_MAX_LOOP_LAG_MS": "0",
+        "MCUSTT_MAX_LOOP_BUSY": "0",
         "MCUSTT_MAX_RECOGNIZER_LOAD": "0",
         "PYTHONPATH": str(Path(__file__).parent),
         **env,

@@ -97,6 +97,66 @@ async def test_the_lag_monitor_sees_a_blocked_event_loop() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def _spin(share: float, seconds: float) -> None:
+    """Keep the event loop's thread on the CPU ``share`` of the time (busy-waiting, not
+    sleeping: the busy signal counts CPU, not wall time)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        until = time.perf_counter() + 0.02 * share
+        while time.perf_counter() < until:
+            pass
+        await asyncio.sleep(0.02 * (1 - share))
+
+
+async def test_a_busy_event_loop_refuses_producers_before_it_lags() -> None:
+    metrics = Metrics()
+    producers = [4]
+    settings = Settings(max_loop_lag_ms=0, max_loop_busy=0.5, max_recognizer_load=0)
+    gate = Gate(settings, metrics, Loaded(), lambda: producers[0])
+    task = asyncio.create_task(gate.run())
+    try:
+        await _spin(0.05, 1.2)  # nearly idle: admitted
+        assert gate.loop_busy < 0.5
+        gate.admit_producer()
+        await _spin(0.9, 1.2)  # on the CPU 90 % of the time, its timers still on time
+        assert gate.loop_busy > 0.5 and gate.loop_lag_s < 0.05
+        with pytest.raises(NodeOverloaded) as info:
+            gate.admit_producer()
+        assert "loop busy" in info.value.message
+        assert refused(metrics, "loop_busy") == 1
+        assert (metrics.registry.get_sample_value("mcustt_event_loop_busy_ratio") or 0) > 0.5
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_burst_of_producers_is_admitted_up_to_the_limit_not_past_it() -> None:
+    """Producers that connect at once count before the monitor sees them stream."""
+    metrics = Metrics()
+    producers = [4]
+    settings = Settings(max_loop_lag_ms=0, max_loop_busy=0.5, max_recognizer_load=0)
+    gate = Gate(settings, metrics, Loaded(), lambda: producers[0])
+    task = asyncio.create_task(gate.run())
+    try:
+        await _spin(0.3, 1.2)  # 4 producers cost ~0.3: each ~0.075
+        assert 0.15 < gate.loop_busy < 0.45
+        admitted = 0
+        for _ in range(10):  # ten connect in the same instant
+            try:
+                gate.admit_producer()
+            except NodeOverloaded:
+                break
+            gate.expect_producer()
+            admitted += 1
+        # 0.3 + n * 0.075 stays under 0.5 for n <= 2 (and under any lag-based signal)
+        assert 1 <= admitted <= 3, admitted
+        assert refused(metrics, "loop_busy") == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def _state(srv: Running) -> AppState:
     state: AppState = srv.app.state.mcustt
     return state

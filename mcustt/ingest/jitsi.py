@@ -214,6 +214,7 @@ async def transcribe_endpoint(ws: WebSocket) -> None:
     try:
         state.gate.admit_producer()  # issue 13: draining or saturated: another node
         await state.limiter.hit("ws_upgrade", state.client_ip(ws))
+        state.gate.expect_producer()
         secret = query.get("key")
         if not secret:
             scheme, _, value = ws.headers.get("authorization", "").partition(" ")

@@ -78,6 +78,7 @@ async def count_attempt(
     await state.limiter.hit("ws_upgrade", client_ip)
     if not token and tenant_key:
         await state.limiter.hit("create_session", client_ip)
+    state.gate.expect_producer()
 
 
 async def admit(
