@@ -58,6 +58,9 @@ class Settings:
     # Engines
     recognizer: str = "sphinx"
     recognizer_workers: int = 0  # 0 = one per core
+    #: decoders each sphinx worker builds before it is ready and keeps (~90 MB each): the
+    #: utterances it overlaps at peak, so that its memory is what it is from the start
+    sphinx_decoders: int = 1
     summarizer: str = "extractive"
     google_project: str | None = None
     google_location: str = "us-central1"
@@ -211,6 +214,8 @@ class Settings:
     def validate(self) -> None:
         if self.recognizer_workers < 0:
             raise ConfigError("MCUSTT_RECOGNIZER_WORKERS must be >= 0")
+        if not 1 <= self.sphinx_decoders <= 64:
+            raise ConfigError("MCUSTT_SPHINX_DECODERS must be 1..64")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise ConfigError("MCUSTT_VAD_AGGRESSIVENESS must be 0..3")
         if min(self.endpoint_silence_ms, self.endpoint_fast_silence_ms) < 20:

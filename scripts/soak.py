@@ -35,7 +35,14 @@ up, and checks:
   out of order are counted);
 * RSS growth of each server process from the end of the warm-up to the end (%);
 * leaks: tasks and fds of each node (and its workers' fds) once every client is gone,
-  against the baseline taken before any client connected.
+  against the baseline taken before any client connected. fds are read by kind
+  (``/proc/PID/fd`` and ``/proc/PID/net/tcp``): pooled connections to PostgreSQL and
+  Redis are reported apart (a pool keeps what it once needed, up to its size) and the
+  rest (client sockets, pipes, files, epoll/eventfd) must come back to the baseline.
+
+Each node's sphinx worker builds ``--decoders`` decoders at start
+(``MCUSTT_SPHINX_DECODERS``): the utterances it overlaps at peak, so that its memory is
+fixed from the start and RSS growth measures leaks, not a new peak of concurrency.
 
 It exits non-zero on any lost, duplicated or out-of-order final, a transcript gap, or
 growth or leaks beyond the tolerances (``--max-rss-growth``, ``--task-tolerance``,
@@ -117,11 +124,47 @@ class Node:
         return int(self.proc.pid)
 
 
-def fd_count(pid: int) -> int:
+def _tcp_peers(pid: int) -> dict[str, int]:
+    """Socket inode -> the remote port of every TCP socket in ``pid``'s namespace."""
+    peers: dict[str, int] = {}
+    for table_name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table_name}") as fh:
+                next(fh)
+                for line in fh:
+                    cols = line.split()
+                    peers[cols[9]] = int(cols[2].rsplit(":", 1)[1], 16)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return peers
+
+
+def fd_kinds(pid: int, services: dict[int, str]) -> dict[str, int]:
+    """``pid``'s open fds by kind: a TCP socket to one of ``services`` (port -> name:
+    the database's and Redis's pooled connections), other TCP sockets (clients,
+    listeners), unix sockets, pipes, files and anonymous inodes (epoll, eventfd)."""
+    kinds: dict[str, int] = {}
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return 0
+        return kinds
+    peers = _tcp_peers(pid)
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            port = peers.get(target[8:-1])
+            kind = "unix/other socket" if port is None else services.get(port, "tcp")
+        elif target.startswith("pipe:"):
+            kind = "pipe"
+        elif target.startswith("anon_inode:"):
+            kind = "anon"
+        else:
+            kind = "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 async def scrape(node: Node) -> dict[str, float]:
@@ -149,19 +192,33 @@ async def scrape(node: Node) -> dict[str, float]:
 @dataclass
 class ProcSample:
     rss: int
-    fds: int
     cpu: float
+    #: open fds by kind (:func:`fd_kinds`)
+    kinds: dict[str, int]
+
+    @property
+    def fds(self) -> int:
+        return sum(self.kinds.values())
+
+    @property
+    def own_fds(self) -> int:
+        """fds that are not pooled connections to the database or Redis: pools keep
+        connections up to their size once they were needed (reported apart)."""
+        return sum(n for k, n in self.kinds.items() if k not in POOLED)
 
 
-def sample_procs(nodes: list[Node]) -> dict[str, ProcSample]:
-    """RSS, fds, CPU seconds of each node and each of its descendants (workers)."""
+#: the fd kinds of pooled service connections (see ``services`` in :func:`sample_procs`)
+POOLED = ("postgres", "redis")
+
+
+def sample_procs(nodes: list[Node], services: dict[int, str]) -> dict[str, ProcSample]:
+    """RSS, CPU seconds, fds by kind of each node and each of its descendants (workers)."""
     out: dict[str, ProcSample] = {}
     for node in nodes:
-        out[node.name] = ProcSample(rss_bytes(node.pid), fd_count(node.pid), cpu_seconds(node.pid))
-        for i, child in enumerate(sorted(descendants(node.pid))):
-            out[f"{node.name}/worker{i}"] = ProcSample(
-                rss_bytes(child), fd_count(child), cpu_seconds(child)
-            )
+        pids = [node.pid, *sorted(descendants(node.pid))]
+        for i, pid in enumerate(pids):
+            name = node.name if i == 0 else f"{node.name}/worker{i - 1}"
+            out[name] = ProcSample(rss_bytes(pid), cpu_seconds(pid), fd_kinds(pid, services))
     return out
 
 
@@ -414,7 +471,7 @@ def report(
             [
                 name,
                 fmt(s.rss / 2**20),
-                str(s.fds),
+                f"{s.fds} ({s.fds - s.own_fds} pooled)",
                 fmt(cpu, 0),
                 fmt(m.get("mcustt_tasks", float("nan")), 0) if name in scraped else "",
                 fmt(m.get("mcustt_producers", float("nan")), 0) if name in scraped else "",
@@ -505,6 +562,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     env: dict[str, str] = {
         "MCUSTT_RECOGNIZER": "sphinx",
         "MCUSTT_RECOGNIZER_WORKERS": str(args.workers),
+        "MCUSTT_SPHINX_DECODERS": str(args.decoders),
         "MCUSTT_LOG_LEVEL": "warning",
     }
     if not args.admission:
@@ -542,7 +600,20 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
             benchlib.drop_pg_database(args.pg_url, pg_name)
 
 
+def service_ports(args: argparse.Namespace) -> dict[int, str]:
+    """The database's and Redis's ports: connections to them are the nodes' pools."""
+    from urllib.parse import urlsplit
+
+    if args.db != "postgres":
+        return {}
+    return {
+        urlsplit(args.pg_url).port or 5432: "postgres",
+        urlsplit(args.redis_url).port or 6379: "redis",
+    }
+
+
 async def soak(args: argparse.Namespace, rng: random.Random, nodes: list[Node]) -> int:
+    services = service_ports(args)
     speech = [frames_of(read_pcm(name)) for name in SPEECH]
     silence = client_frame(2, b"\x00" * CHUNK, MASK)
     key, docs = await provision(
@@ -566,7 +637,7 @@ async def soak(args: argparse.Namespace, rng: random.Random, nodes: list[Node]) 
     ]
     # Before any client: the baseline of tasks and fds (leaks are counted against it).
     base_scrape = {n.name: await scrape(n) for n in nodes}
-    base = sample_procs(nodes)
+    base = sample_procs(nodes, services)
     stats = Stats()
     stop_producers, stop_viewers, calm = asyncio.Event(), asyncio.Event(), asyncio.Event()
     producers = [
@@ -606,7 +677,7 @@ async def soak(args: argparse.Namespace, rng: random.Random, nodes: list[Node]) 
         while time.monotonic() < end:
             await asyncio.sleep(max(0.0, min(args.report_s, end - time.monotonic())))
             now = time.monotonic()
-            procs = sample_procs(nodes)
+            procs = sample_procs(nodes, services)
             scraped = {n.name: await scrape(n) for n in nodes}
             report(t0, nodes, procs, last, now - last_t, scraped, stats)
             if warm is None and now - t0 >= warmup_s:
@@ -616,7 +687,7 @@ async def soak(args: argparse.Namespace, rng: random.Random, nodes: list[Node]) 
             for t in tasks:
                 if t.done() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-        final_procs = sample_procs(nodes)
+        final_procs = sample_procs(nodes, services)
         if warm is None:
             warm = base
         # The end: producers leave (their utterances in flight are finalized), viewers
@@ -648,7 +719,7 @@ async def soak(args: argparse.Namespace, rng: random.Random, nodes: list[Node]) 
         await asyncio.gather(*tasks, return_exceptions=True)
     log("every client disconnected; waiting for the nodes to be idle")
     idle_scrape = await settle_idle(nodes)
-    idle = sample_procs(nodes)
+    idle = sample_procs(nodes, services)
     return verdict(
         args,
         sessions,
@@ -729,7 +800,12 @@ def verdict(
             worst_growth = max(worst_growth, growth)
         b = base.get(name)
         i = idle.get(name)
-        fd_leak = (i.fds - b.fds) if b and i else 0
+        fd_leak = (i.own_fds - b.own_fds) if b and i else 0
+        pooled = (
+            ", ".join(f"{k} {b.kinds.get(k, 0)}→{i.kinds.get(k, 0)}" for k in POOLED)
+            if b and i
+            else "-"
+        )
         task_leak = float("nan")
         if name in idle_scrape and name in base_scrape:
             task_leak = idle_scrape[name].get("mcustt_tasks", 0) - base_scrape[name].get(
@@ -741,15 +817,19 @@ def verdict(
                 fmt(w.rss / 2**20 if w else float("nan")),
                 fmt(s.rss / 2**20),
                 fmt(growth, 1),
-                str(b.fds if b else "-"),
-                str(i.fds if i else "-"),
+                str(b.own_fds if b else "-"),
+                str(i.own_fds if i else "-"),
                 str(fd_leak),
+                pooled,
                 fmt(base_scrape.get(name, {}).get("mcustt_tasks", float("nan")), 0),
                 fmt(idle_scrape.get(name, {}).get("mcustt_tasks", float("nan")), 0),
             ]
         )
         if b and i and fd_leak > args.fd_tolerance:
-            failures.append(f"{name}: {fd_leak} fds more once idle than at the start")
+            failures.append(
+                f"{name}: {fd_leak} fds (not pooled connections) more once idle than at the "
+                f"start: {b.kinds if b else {}} → {i.kinds if i else {}}"
+            )
         if task_leak == task_leak and task_leak > args.task_tolerance:
             failures.append(
                 f"{name}: {task_leak:.0f} asyncio tasks more once idle than at the start"
@@ -764,6 +844,7 @@ def verdict(
                 "fds base",
                 "fds idle",
                 "fd leak",
+                "pooled conns base→idle",
                 "tasks base",
                 "tasks idle",
             ],
@@ -843,8 +924,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fd-tolerance",
         type=int,
-        default=20,
-        help="fds a node may hold more once idle (database/Redis pools grow)",
+        default=5,
+        help="fds a process may hold more once idle, pooled database/Redis connections apart",
+    )
+    parser.add_argument(
+        "--decoders",
+        type=int,
+        default=6,
+        help="sphinx decoders each worker builds at start (MCUSTT_SPHINX_DECODERS)",
     )
     parser.add_argument("--ramp-s", type=float, default=30.0, help="viewers join over this long")
     parser.add_argument(

@@ -165,6 +165,23 @@ async def test_decoders_are_reused(pool: SphinxRecognizer) -> None:
     assert all(s["active"] == 0 and s["idle"] == s["created"] for s in stats), stats
 
 
+async def test_prebuilt_decoders_cover_the_peak_overlap() -> None:
+    """MCUSTT_SPHINX_DECODERS: a worker's decoders exist before it is ready, so
+    overlapping utterances up to that many build none (its memory does not grow)."""
+    rec = SphinxRecognizer(Settings(recognizer_workers=1, sphinx_decoders=3))
+    await rec.start()
+    try:
+        [ready] = await rec.stats()
+        assert ready["created"] == ready["idle"] == 3, ready
+        short = turn("hello_en", 0)[: 1200 * BYTES_PER_MS]
+        await asyncio.gather(*(recognize(rec, short) for _ in range(3)))
+        [after] = await rec.stats()
+        assert 2 <= after["peak_active"] <= 3 and after["created"] == 3, after
+        assert after["idle"] == 3 and after["active"] == 0, after
+    finally:
+        await rec.aclose()
+
+
 async def test_silence_and_empty_utterances_give_no_final(pool: SphinxRecognizer) -> None:
     assert await recognize(pool, bytes(1500 * BYTES_PER_MS)) == []
     assert await recognize(pool, b"") == []

@@ -34,7 +34,7 @@ def test_soak_three_minutes_two_nodes(pg_url: str, redis_url: str) -> None:
             *shlex.split(
                 "--producers 2 --viewers 12 --minutes 3 --nodes 2 --db postgres "
                 "--producer-reconnect-s 30 --viewer-reconnect-s 20 --speech-share 0.3 "
-                "--max-rss-growth 50 --rss-check nodes --task-tolerance 5 --fd-tolerance 30 --seed 13"
+                "--max-rss-growth 50 --rss-check nodes --task-tolerance 5 --fd-tolerance 10 --decoders 2 --seed 13"
             ),
             *("--pg-url", PG_ADMIN_URL, "--redis-url", redis_url),
         ],

@@ -38,7 +38,7 @@ class SphinxRecognizer(Recognizer):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._pool = WorkerPool(settings.workers)
+        self._pool = WorkerPool(settings.workers, decoders=settings.sphinx_decoders)
         self._uids = itertools.count(1)
 
     @property

@@ -38,10 +38,14 @@ log = structlog.get_logger(__name__)
 #: (~150 KB of 6.4 KB payloads); staying well below it means a send never blocks the loop.
 #: It is also ~2 s of audio, the most a busy worker can fall behind before feed() waits.
 MAX_INFLIGHT_BYTES: Final = 64 * 1024
-#: Idle decoders a worker keeps. More are built when more utterances overlap, and the
-#: surplus is dropped when they end so a burst does not pin ~100 MB per decoder forever.
+#: Idle decoders a worker keeps (at least; MCUSTT_SPHINX_DECODERS if more). More are
+#: built when more utterances overlap, and the surplus is dropped when they end so a
+#: burst does not pin ~100 MB per decoder forever (though the allocator may keep the
+#: pages: a worker's RSS is its peak).
 MAX_IDLE_DECODERS: Final = 4
 READY_TIMEOUT_S: Final = 60.0
+#: ... plus this per decoder built before "ready" (~0.6 s each on an idle core)
+READY_TIMEOUT_PER_DECODER_S: Final = 5.0
 #: How long a stream waits for a worker to be (re)started before giving up.
 ACQUIRE_TIMEOUT_S: Final = 15.0
 #: A worker that owes replies and says nothing for this long is hung: it is killed.
@@ -118,10 +122,12 @@ class Worker:
 class WorkerPool:
     """``size`` worker processes, started by :meth:`start` and kept at that size."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, decoders: int = 1) -> None:
         # The server has threads and an event loop: forking it could copy held locks.
         self._ctx = multiprocessing.get_context("spawn")
         self._size = size
+        #: decoders each worker builds before "ready" (MCUSTT_SPHINX_DECODERS)
+        self._decoders = decoders
         self._slots: list[Worker | None] = []
         self._quick_deaths: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,7 +151,9 @@ class WorkerPool:
         self._running = True
         try:
             workers = [self._spawn(i) for i in range(self._size)]
-            async with asyncio.timeout(READY_TIMEOUT_S):
+            async with asyncio.timeout(
+                READY_TIMEOUT_S + READY_TIMEOUT_PER_DECODER_S * self._decoders
+            ):
                 pids = [await w.ready for w in workers]
         except BaseException as exc:
             log.error("sphinx_pool_start_failed", error=repr(exc))
@@ -265,7 +273,7 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, index, MAX_IDLE_DECODERS),
+            args=(child_conn, index, max(MAX_IDLE_DECODERS, self._decoders), self._decoders),
             name=f"mcustt-sphinx-{index}",
             daemon=True,  # never outlive the server, even if aclose() is skipped
         )

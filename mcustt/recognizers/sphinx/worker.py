@@ -68,13 +68,13 @@ class WorkerStats(TypedDict):
     utterances: int  # utterances started
 
 
-def worker_main(conn: Connection, index: int, max_idle: int) -> None:
+def worker_main(conn: Connection, index: int, max_idle: int, prebuilt: int = 1) -> None:
     """Entry point of a worker process (spawned, so it imports this module afresh)."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop,
     # otherwise a shutdown would look like a crash of every worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _WorkerLoop(conn, index, max_idle).run()
+        _WorkerLoop(conn, index, max_idle, prebuilt).run()
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent went away; nobody is left to tell
     except BaseException:
@@ -83,10 +83,11 @@ def worker_main(conn: Connection, index: int, max_idle: int) -> None:
 
 
 class _WorkerLoop:
-    def __init__(self, conn: Connection, index: int, max_idle: int) -> None:
+    def __init__(self, conn: Connection, index: int, max_idle: int, prebuilt: int = 1) -> None:
         self.conn = conn
         self.index = index
         self.max_idle = max_idle
+        self.prebuilt = prebuilt
         self.free: list[Any] = []
         self.active: dict[int, Any] = {}
         self.created = 0
@@ -107,9 +108,12 @@ class _WorkerLoop:
             return
         self.decoder_cls = Decoder
         try:
-            # One decoder built before "ready" (0.6-2 s): the node's first utterance
-            # does not wait for it, so its first caption is not late (issue 17).
-            self.free.append(self._new_decoder())
+            # Decoders built before "ready" (0.6-2 s each): the node's first utterance
+            # does not wait for one, so its first caption is not late (issue 17); with
+            # MCUSTT_SPHINX_DECODERS at the peak overlap, no utterance ever builds one
+            # and the worker's memory does not grow after its start (issue 13's soak).
+            for _ in range(self.prebuilt):
+                self.free.append(self._new_decoder())
         except Exception as exc:
             self.conn.send(("fatal", _describe(exc)))
             return
