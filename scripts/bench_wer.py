@@ -34,7 +34,6 @@ import os
 import re
 import statistics
 import sys
-import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,88 +89,19 @@ class Streamed:
 async def stream(name: str) -> Streamed:
     """The fixture through a real SessionPipeline with a fresh sphinx pool."""
     from mcustt.config import Settings
-    from mcustt.metrics import Metrics
-    from mcustt.pipeline import PipelineConfig, SessionPipeline
     from mcustt.recognizers.sphinx import SphinxRecognizer
-    from mcustt.store.models import Session, Tenant, TranscriptLine
-    from mcustt.vad import endpointing_of
-    from mcustt.wire import ChannelMessage
+    from mcustt.testing.streamed import stream_finals
 
     pcm, _ = load(name)
     # The server's settings (MCUSTT_ENDPOINT_* and all), one worker: deterministic.
     settings = dataclasses.replace(Settings.from_env(), recognizer_workers=1)
-    out = Streamed()
-    seq = 0
-
-    class Store:
-        async def append_final(self, session_id: str, **line: Any) -> TranscriptLine:
-            nonlocal seq
-            seq += 1
-            out.finals.append(str(line["text"]))
-            line.pop("audio_ms")
-            line.pop("seq", None)
-            return TranscriptLine(session_id=session_id, seq=seq, **line)
-
-        async def set_detected_lang(self, session_id: str, lang: str) -> None:
-            return None
-
-        async def set_audio_ms(self, session_id: str, audio_ms: int) -> None:
-            return None
-
-    class Meter:
-        def add(self, tenant_id: str, audio_ms: int) -> int:
-            return 0
-
-        async def flush(self) -> None:
-            return None
-
-    async def publish(session_id: str, event: ChannelMessage) -> None:
-        return None
-
-    now = time.time()
     recognizer = SphinxRecognizer(settings)
     await recognizer.start()
     try:
-        pipeline = SessionPipeline(
-            Session(
-                id="s_bench_wer",
-                tenant_id="tn_1",
-                source_lang="en-US",
-                auto_detect=False,
-                owner_secret_hash="x",
-                created_at=now,
-                updated_at=now,
-            ),
-            Tenant(
-                id="tn_1",
-                name="bench",
-                key_hash="x",
-                key_prefix="x",
-                daily_minutes_cap=10_000,
-                created_at=now,
-                updated_at=now,
-            ),
-            lambda event: None,
-            recognizer=recognizer,
-            store=Store(),
-            publish=publish,
-            usage=Meter(),
-            metrics=Metrics(),
-            config=PipelineConfig(
-                vad_aggressiveness=settings.vad_aggressiveness,
-                max_utterance_ms=int(settings.max_utterance_s * 1000),
-                endpointing=endpointing_of(settings),
-            ),
-        )
-        pipeline.start()
-        for i in range(0, len(pcm), 640):
-            await pipeline.push(pcm[i : i + 640])
-        await pipeline.close()
-        if pipeline.failure is not None:
-            raise pipeline.failure
+        finals = await stream_finals(pcm, recognizer, settings, session_id="s_bench_wer")
     finally:
         await recognizer.aclose()
-    return out
+    return Streamed(finals)
 
 
 def offline(name: str, *, passes: bool) -> str:

@@ -41,8 +41,10 @@ up, and checks:
   rest (client sockets, pipes, files, epoll/eventfd) must come back to the baseline.
 
 Each node's sphinx worker builds ``--decoders`` decoders at start
-(``MCUSTT_SPHINX_DECODERS``): the utterances it overlaps at peak, so that its memory is
-fixed from the start and RSS growth measures leaks, not a new peak of concurrency.
+(``MCUSTT_SPHINX_DECODERS``; default ``--producers``: producers reconnect to a random
+node, so one node may get them all): the most utterances it can overlap, so that its
+memory is fixed from the start and RSS growth measures leaks, not a new peak of
+concurrency (a decoder is ~90 MB, and a worker's RSS stays at its peak).
 
 It exits non-zero on any lost, duplicated or out-of-order final, a transcript gap, or
 growth or leaks beyond the tolerances (``--max-rss-growth``, ``--task-tolerance``,
@@ -562,7 +564,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     env: dict[str, str] = {
         "MCUSTT_RECOGNIZER": "sphinx",
         "MCUSTT_RECOGNIZER_WORKERS": str(args.workers),
-        "MCUSTT_SPHINX_DECODERS": str(args.decoders),
+        "MCUSTT_SPHINX_DECODERS": str(args.decoders or args.producers),
         "MCUSTT_LOG_LEVEL": "warning",
     }
     if not args.admission:
@@ -930,8 +932,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decoders",
         type=int,
-        default=6,
-        help="sphinx decoders each worker builds at start (MCUSTT_SPHINX_DECODERS)",
+        default=0,
+        help="sphinx decoders each worker builds at start (MCUSTT_SPHINX_DECODERS; default: "
+        "--producers, as every producer may reconnect to the same node)",
     )
     parser.add_argument("--ramp-s", type=float, default=30.0, help="viewers join over this long")
     parser.add_argument(

@@ -28,13 +28,17 @@ class ScriptedStream(RecognizerStream):
         self.fed += len(pcm)
         if not self.interim_sent and pcm_ms(self.fed) >= 200:
             self.interim_sent = True
-            await self.queue.put(Hypothesis(f"utterance {self.n}", False, self.lang))
+            await self.queue.put(self.interim())
 
     async def finish(self) -> None:
-        await self.queue.put(
-            Hypothesis(f"utterance {self.n}", True, self.lang, 0, pcm_ms(self.fed))
-        )
+        await self.queue.put(self.final())
         await self.queue.put(None)
+
+    def interim(self) -> Hypothesis:
+        return Hypothesis(f"utterance {self.n}", False, self.lang)
+
+    def final(self) -> Hypothesis:
+        return Hypothesis(f"utterance {self.n}", True, self.lang, 0, pcm_ms(self.fed))
 
     async def results(self) -> AsyncIterator[Hypothesis]:
         while (item := await self.queue.get()) is not None:
@@ -46,6 +50,8 @@ class ScriptedStream(RecognizerStream):
 
 class ScriptedRecognizer(Recognizer):
     name = "scripted"
+    #: the stream each utterance gets (subclasses speak other lines)
+    stream_class: type[ScriptedStream] = ScriptedStream
 
     def open_stream(
         self,
@@ -55,4 +61,4 @@ class ScriptedRecognizer(Recognizer):
         language_hints: Sequence[str] = (),
         keywords: Sequence[str] = (),
     ) -> RecognizerStream:
-        return ScriptedStream(language)
+        return self.stream_class(language)

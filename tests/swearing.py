@@ -10,11 +10,12 @@ transcript does not have.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
-from mcustt.recognizers.base import Hypothesis, Recognizer, RecognizerStream, Word
+from scripted import ScriptedRecognizer, ScriptedStream
+
+from mcustt.recognizers.base import Hypothesis, Word
 from mcustt.summarizers.base import (
     ActionItem,
     Line,
@@ -46,46 +47,22 @@ def final_words() -> tuple[Word, ...]:
     return tuple(out)
 
 
-class SwearingStream(RecognizerStream):
-    def __init__(self, lang: str) -> None:
-        self.lang = lang
-        self.fed = 0
-        self.queue: asyncio.Queue[Hypothesis | None] = asyncio.Queue(10)
-        self.interim_sent = False
+class SwearingStream(ScriptedStream):
+    """:class:`ScriptedStream`'s shape, with a sphinx-like sweary interim and final."""
 
-    async def feed(self, pcm: bytes) -> None:
-        self.fed += len(pcm)
-        if not self.interim_sent and pcm_ms(self.fed) >= 200:
-            self.interim_sent = True
-            await self.queue.put(Hypothesis(INTERIM, False, self.lang))
+    def interim(self) -> Hypothesis:
+        return Hypothesis(INTERIM, False, self.lang)
 
-    async def finish(self) -> None:
+    def final(self) -> Hypothesis:
         words = final_words()
         end = max(pcm_ms(self.fed), words[-1].end_ms)
-        await self.queue.put(Hypothesis(FINAL, True, self.lang, 0, end, 0.9, words))
-        await self.queue.put(None)
-
-    async def results(self) -> AsyncIterator[Hypothesis]:
-        while (item := await self.queue.get()) is not None:
-            yield item
-
-    async def aclose(self) -> None:
-        return None
+        return Hypothesis(FINAL, True, self.lang, 0, end, 0.9, words)
 
 
-class SwearingRecognizer(Recognizer):
+class SwearingRecognizer(ScriptedRecognizer):
     name = "swearing"
     punctuates: ClassVar[bool] = False
-
-    def open_stream(
-        self,
-        *,
-        language: str,
-        auto_detect: bool,
-        language_hints: Sequence[str] = (),
-        keywords: Sequence[str] = (),
-    ) -> RecognizerStream:
-        return SwearingStream(language)
+    stream_class = SwearingStream
 
 
 class SwearySummarizer(Summarizer):

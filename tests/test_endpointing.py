@@ -23,7 +23,6 @@ import math
 import re
 import statistics
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +31,10 @@ import pytest
 from conftest import FIXTURES, read_wav
 
 from mcustt.config import ConfigError, Settings
-from mcustt.metrics import Metrics
-from mcustt.pipeline import PipelineConfig, SessionPipeline
 from mcustt.recognizers import Hypothesis, Recognizer, RecognizerStream
 from mcustt.recognizers.sphinx import SphinxRecognizer
-from mcustt.store.models import Session, Tenant, TranscriptLine
+from mcustt.testing.streamed import stream_finals
 from mcustt.vad import End, Endpointing, Segmenter, Start, endpointing_of
-from mcustt.wire import ChannelMessage
 
 ENGLISH = ("hello_en", "pause_en", "standup_en")
 
@@ -255,74 +251,13 @@ async def stream(name: str) -> Run:
     the baseline was measured), in 20 ms frames."""
     settings = Settings(recognizer_workers=1)
     run = Run()
-    seq = 0
-
-    class Store:
-        async def append_final(self, session_id: str, **line: Any) -> TranscriptLine:
-            nonlocal seq
-            seq += 1
-            run.finals.append(str(line["text"]))
-            line.pop("audio_ms")
-            line.pop("seq", None)
-            return TranscriptLine(session_id=session_id, seq=seq, **line)
-
-        async def set_detected_lang(self, session_id: str, lang: str) -> None:
-            return None
-
-        async def set_audio_ms(self, session_id: str, audio_ms: int) -> None:
-            return None
-
-    class Meter:
-        def add(self, tenant_id: str, audio_ms: int) -> int:
-            return 0
-
-        async def flush(self) -> None:
-            return None
-
-    async def publish(session_id: str, event: ChannelMessage) -> None:
-        return None
-
-    now = time.time()
     sphinx = SphinxRecognizer(settings)
     await sphinx.start()
     try:
-        pipeline = SessionPipeline(
-            Session(
-                id="s_endpointing",
-                tenant_id="tn_1",
-                source_lang="en-US",
-                auto_detect=False,
-                owner_secret_hash="x",
-                created_at=now,
-                updated_at=now,
-            ),
-            Tenant(
-                id="tn_1",
-                name="t",
-                key_hash="x",
-                key_prefix="x",
-                daily_minutes_cap=10_000,
-                created_at=now,
-                updated_at=now,
-            ),
-            lambda event: None,
-            recognizer=Recording(sphinx, run),
-            store=Store(),
-            publish=publish,
-            usage=Meter(),
-            metrics=Metrics(),
-            config=PipelineConfig(
-                vad_aggressiveness=settings.vad_aggressiveness,
-                max_utterance_ms=int(settings.max_utterance_s * 1000),
-                endpointing=endpointing_of(settings),
-            ),
-        )
-        pipeline.start()
         pcm = read_wav(f"{name}.wav")
-        for i in range(0, len(pcm), 640):
-            await pipeline.push(pcm[i : i + 640])
-        await pipeline.close()
-        assert pipeline.failure is None, pipeline.failure
+        run.finals = await stream_finals(
+            pcm, Recording(sphinx, run), settings, session_id="s_endpointing"
+        )
     finally:
         await sphinx.aclose()
     return run
