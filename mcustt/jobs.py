@@ -25,6 +25,7 @@ from mcustt.bodies import validate
 from mcustt.captions import Filter, filter_summary
 from mcustt.errors import BadRequest, MCUSTTError
 from mcustt.metrics import Metrics
+from mcustt.outages import log_failure
 from mcustt.store.models import Document, Job, Session
 from mcustt.store.repo import Repo
 from mcustt.summarizers import Line, Summarizer, SummarizerError, SummarizerUnavailable
@@ -266,8 +267,8 @@ class JobRunner:
                 claimed = await self.claim()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("job claim failed")
+            except Exception as exc:
+                log_failure(log, "job claim failed", exc)
                 claimed = None
             if claimed is None:
                 self._wake.clear()
@@ -281,10 +282,10 @@ class JobRunner:
                 await self.run(*claimed)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Recording the outcome failed (the database went away): the lease
                 # expires and the job is taken again; this worker lives on.
-                log.exception("job bookkeeping failed", job_id=claimed[0].id)
+                log_failure(log, "job bookkeeping failed", exc, job_id=claimed[0].id)
 
     async def run(self, job: Job, owner: str) -> None:
         bound = log.bind(job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)

@@ -342,10 +342,16 @@ def _paths() -> dict[str, Schema]:
                 tag="Operations",
                 security=[],
                 ok={
-                    200: _json(_ref("Readiness"), "Every dependency answers."),
+                    200: _json(
+                        _ref("Readiness"),
+                        "The database, recognizer and summarizer answer (a failed `redis` "
+                        "is reported here: the node still captions, fan-out between nodes "
+                        "resumes when Redis is back).",
+                    ),
                     503: _json(
                         _ref("Readiness"),
-                        "A dependency failed (`checks` names it), or the node is draining "
+                        "The database, recognizer or summarizer failed (`checks` names "
+                        "it), or the node is draining "
                         "(status `draining`, after SIGTERM).",
                     ),
                 },

@@ -83,6 +83,17 @@ def store_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def log_failure(logger: Any, event: str, exc: BaseException, **ids: Any) -> None:
+    """A background loop's failed pass (call it from the ``except`` block): a one-line
+    warning when the database is merely unreachable (the loop retries every second or
+    so, and an outage must not fill the log with identical tracebacks), else the
+    traceback."""
+    if store_unavailable(exc):
+        logger.warning(f"{event}: database unavailable", **ids)
+    else:
+        logger.exception(event, **ids)
+
+
 def refusal() -> StoreUnavailable:
     return StoreUnavailable("the database is unavailable; retry shortly", retry_after=RETRY_AFTER_S)
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import structlog
 
+from mcustt.outages import log_failure
 from mcustt.store.models import Session
 from mcustt.store.repo import Repo
 
@@ -91,6 +92,6 @@ class Retention:
                     pass
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("retention pass failed; will retry")
+            except Exception as exc:
+                log_failure(log, "retention pass failed; will retry", exc)
             await asyncio.sleep(self.interval_s)

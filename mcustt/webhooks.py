@@ -39,6 +39,7 @@ from standardwebhooks import Webhook
 
 from mcustt import logs, netguard, wire
 from mcustt.errors import Conflict, MCUSTTError, NotFound
+from mcustt.outages import log_failure
 from mcustt.store.models import WebhookEndpoint
 from mcustt.store.repo import Repo
 from mcustt.store.webhooks import ClaimedDelivery, DeliveryRow, iso, summary_markdown
@@ -301,8 +302,8 @@ class WebhookService:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhook claim failed")
+            except Exception as exc:
+                log_failure(log, "webhook claim failed", exc)
                 claimed = None
             if claimed is None:
                 self._wake.clear()
@@ -316,10 +317,10 @@ class WebhookService:
                 await self.deliver(claimed)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Recording the outcome failed (the database went away): the lease
                 # expires and the delivery is attempted again; this worker lives on.
-                log.exception("webhook bookkeeping failed", delivery_id=claimed.delivery.id)
+                log_failure(log, "webhook bookkeeping failed", exc, delivery_id=claimed.delivery.id)
 
     async def _prune_loop(self) -> None:
         while True:
@@ -331,8 +332,8 @@ class WebhookService:
                         break
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhook pruning failed")
+            except Exception as exc:
+                log_failure(log, "webhook pruning failed", exc)
 
     def body(self, claimed: ClaimedDelivery) -> str:
         """What is POSTed: an endpoint gets the Standard Webhooks envelope; a callback

@@ -59,6 +59,19 @@ def fault_services() -> Iterator[None]:
     faults.ensure_services()
 
 
+@pytest.fixture
+def fault_pg() -> Iterator[str]:
+    """A fresh, migrated database on the fault tests' PostgreSQL (dropped after)."""
+    import faults
+
+    from mcustt.store.db import migrate
+
+    url = faults.pg_database()
+    migrate(url)
+    yield url
+    faults.pg_drop(url)
+
+
 def need_service(name: str, reason: str) -> None:
     """Fail under CI (the service must be there), skip elsewhere."""
     if CI:

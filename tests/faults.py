@@ -175,3 +175,47 @@ def sigterm(proc: subprocess.Popen[Any]) -> None:
 
 def log_lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+# -- the two-node scenarios' shared parts --------------------------------------------------
+
+
+def node_env(pg: str, prefix: str, recognizer: str = "sphinx", **extra: str) -> dict[str, str]:
+    """A node of a fault scenario: ``pg``, the fault Redis under ``prefix`` (the same
+    for both nodes, so they share fan-out), one recognizer worker. ``spawn_node`` keeps
+    load-based admission off (two nodes and the test share a 2-core machine)."""
+    return {
+        "MCUSTT_DATABASE_URL": pg,
+        "MCUSTT_REDIS_URL": REDIS_URL,
+        "MCUSTT_REDIS_PREFIX": prefix,
+        "MCUSTT_RECOGNIZER": recognizer,
+        "MCUSTT_RECOGNIZER_WORKERS": "1",
+        **extra,
+    }
+
+
+async def tenant_and_session(node: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """A fresh tenant (its API key) and a session of it, made on ``node``
+    (a ``conftest.Node``)."""
+    from conftest import ADMIN
+
+    async with node.client() as c:
+        r = await c.post(
+            "/api/admin/tenants",
+            json={"name": f"{name} {uuid.uuid4().hex[:6]}"},
+            headers={"authorization": f"Bearer {ADMIN}"},
+        )
+        assert r.status_code == 201, r.text
+        key = str(r.json()["apiKey"])
+        r = await c.post("/api/sessions", json={}, headers={"x-tenant-key": key})
+        assert r.status_code == 201, r.text
+        return key, r.json()
+
+
+async def watch(url: str) -> Any:
+    """A viewer socket at ``url`` until it closes: what it got (``wsclients.Collected``)."""
+    import websockets
+    from wsclients import Collected, collect
+
+    async with websockets.connect(url, max_size=None) as ws:
+        return await collect(ws, Collected())

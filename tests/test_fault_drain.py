@@ -16,7 +16,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,8 @@ import faults
 import httpx
 import pytest
 import websockets
-from conftest import ADMIN, Node, read_wav, spawn_node
+from conftest import Node, read_wav, spawn_node
 from wsclients import Collected, collect, stream_pcm
-
-from mcustt.store.db import migrate
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("fault_services")]
 
@@ -36,44 +33,6 @@ GRACE_S = 10
 #: sphinx workers and the database pool are closed after the drain)
 EXIT_MARGIN_S = 20
 RATE = 32_000  # bytes of PCM16 16 kHz mono per second
-
-
-@pytest.fixture
-def fault_pg() -> Iterator[str]:
-    url = faults.pg_database()
-    migrate(url)
-    yield url
-    faults.pg_drop(url)
-
-
-def node_env(pg: str, prefix: str) -> dict[str, str]:
-    return {
-        "MCUSTT_DATABASE_URL": pg,
-        "MCUSTT_REDIS_URL": faults.REDIS_URL,
-        "MCUSTT_REDIS_PREFIX": prefix,
-        "MCUSTT_RECOGNIZER": "sphinx",
-        "MCUSTT_RECOGNIZER_WORKERS": "1",
-        "MCUSTT_DRAIN_GRACE_S": str(GRACE_S),
-    }
-
-
-async def _tenant_and_session(node: Node) -> tuple[str, dict[str, Any]]:
-    async with node.client() as c:
-        r = await c.post(
-            "/api/admin/tenants",
-            json={"name": "Drain " + uuid.uuid4().hex[:6]},
-            headers={"authorization": f"Bearer {ADMIN}"},
-        )
-        assert r.status_code == 201, r.text
-        key = r.json()["apiKey"]
-        r = await c.post("/api/sessions", json={}, headers={"x-tenant-key": key})
-        assert r.status_code == 201, r.text
-        return key, r.json()
-
-
-async def _watch(url: str) -> Collected:
-    async with websockets.connect(url, max_size=None) as ws:
-        return await collect(ws, Collected())
 
 
 async def _poll_readyz(node: Node, seen: list[tuple[int, str]]) -> None:
@@ -106,17 +65,19 @@ def finals(c: Collected) -> list[tuple[int, str]]:
 async def test_sigterm_drains_producers_and_viewers_to_the_other_node(
     fault_pg: str, tmp_path: Path
 ) -> None:
-    env = node_env(fault_pg, "drain" + uuid.uuid4().hex[:8])
+    env = faults.node_env(
+        fault_pg, "drain" + uuid.uuid4().hex[:8], MCUSTT_DRAIN_GRACE_S=str(GRACE_S)
+    )
     pcm = read_wav("standup_en.wav")
     # Into the third turn ("Do we need a feature flag…", 12.07 s to 14.66 s): the
     # utterance in flight when A gets SIGTERM.
     cut = int(13.6 * RATE) & ~1
     async with spawn_node(env, tmp_path / "a.log") as a, spawn_node(env, tmp_path / "b.log") as b:
-        key, s = await _tenant_and_session(a)
+        key, s = await faults.tenant_and_session(a, "Drain")
         sid = s["sessionId"]
         sub = f"/ws/subscribe?token={s['subscribeToken']}&lastSeq=0"
-        on_a = asyncio.create_task(_watch(a.ws_url + sub))
-        on_b = asyncio.create_task(_watch(b.ws_url + sub))
+        on_a = asyncio.create_task(faults.watch(a.ws_url + sub))
+        on_b = asyncio.create_task(faults.watch(b.ws_url + sub))
         await asyncio.sleep(0.5)
 
         ws = await websockets.connect(f"{a.ws_url}/ws/stt?token={s['ingestToken']}")
@@ -188,7 +149,7 @@ async def test_sigterm_drains_producers_and_viewers_to_the_other_node(
             token = r.json()["ingestToken"]
         last_seen = seen_a.finals[-1]["seq"]
         resumed = asyncio.create_task(
-            _watch(f"{b.ws_url}/ws/subscribe?token={s['subscribeToken']}&lastSeq={last_seen}")
+            faults.watch(f"{b.ws_url}/ws/subscribe?token={s['subscribeToken']}&lastSeq={last_seen}")
         )
         got_b = Collected()
         async with websockets.connect(f"{b.ws_url}/ws/stt?token={token}") as ws_b:

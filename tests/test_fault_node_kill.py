@@ -18,18 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faults
 import pytest
 import websockets
-from conftest import ADMIN, Node, read_wav, spawn_node
+from conftest import Node, read_wav, spawn_node
 from wsclients import Collected, collect
 
 from mcustt.client import Client
-from mcustt.store.db import migrate
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("fault_services")]
 
@@ -37,46 +35,6 @@ RATE = 32_000  # bytes of PCM16 16 kHz mono per second
 #: into the third turn of standup_en ("Do we need a feature flag…", 12.07 s to 14.66 s)
 KILL_AT_S = 13.4
 ACCEPT_WITHIN_S = 15.0
-
-
-@pytest.fixture
-def fault_pg() -> Iterator[str]:
-    url = faults.pg_database()
-    migrate(url)
-    yield url
-    faults.pg_drop(url)
-
-
-def node_env(pg: str, prefix: str) -> dict[str, str]:
-    return {
-        "MCUSTT_DATABASE_URL": pg,
-        "MCUSTT_REDIS_URL": faults.REDIS_URL,
-        "MCUSTT_REDIS_PREFIX": prefix,
-        "MCUSTT_RECOGNIZER": "sphinx",
-        "MCUSTT_RECOGNIZER_WORKERS": "1",
-        # defaults, spelled out: what the 15 s promise rests on
-        "MCUSTT_NODE_HEARTBEAT_S": "2",
-        "MCUSTT_NODE_DEAD_AFTER_S": "6",
-        # two nodes and the test on a 2-core machine: the overload gate stays out of it
-        "MCUSTT_MAX_LOOP_LAG_MS": "0",
-        "MCUSTT_MAX_RECOGNIZER_LOAD": "0",
-    }
-
-
-async def _tenant(node: Node) -> str:
-    async with node.client() as c:
-        r = await c.post(
-            "/api/admin/tenants",
-            json={"name": "Kill " + uuid.uuid4().hex[:6]},
-            headers={"authorization": f"Bearer {ADMIN}"},
-        )
-    assert r.status_code == 201, r.text
-    return str(r.json()["apiKey"])
-
-
-async def _watch(url: str) -> Collected:
-    async with websockets.connect(url, max_size=None) as ws:
-        return await collect(ws, Collected())
 
 
 async def _watch_resuming(nodes: list[Node], token: str, first: Collected) -> list[Collected]:
@@ -112,15 +70,23 @@ def finals(c: Collected) -> list[tuple[int, str]]:
 
 
 async def test_sigkill_producer_fails_over_to_the_other_node(fault_pg: str, tmp_path: Path) -> None:
-    env = node_env(fault_pg, "kill" + uuid.uuid4().hex[:8])
+    env = faults.node_env(
+        fault_pg,
+        "kill" + uuid.uuid4().hex[:8],
+        # defaults, spelled out: what the 15 s promise rests on
+        MCUSTT_NODE_HEARTBEAT_S="2",
+        MCUSTT_NODE_DEAD_AFTER_S="6",
+    )
     pcm = read_wav("standup_en.wav")
     async with spawn_node(env, tmp_path / "a.log") as a, spawn_node(env, tmp_path / "b.log") as b:
-        key = await _tenant(a)
+        key, _ = await faults.tenant_and_session(a, "Kill")
         async with Client(a.url, tenant_key=key) as client:
             session = await client.create_session(title="kill")
             sid = session["sessionId"]
             token = session["subscribeToken"]
-            on_b = asyncio.create_task(_watch(f"{b.ws_url}/ws/subscribe?token={token}&lastSeq=0"))
+            on_b = asyncio.create_task(
+                faults.watch(f"{b.ws_url}/ws/subscribe?token={token}&lastSeq=0")
+            )
             first_a = Collected()
             on_a = asyncio.create_task(_watch_resuming([a, b], token, first_a))
             await asyncio.sleep(0.5)

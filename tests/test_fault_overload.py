@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,7 @@ from conftest import ADMIN, Node, read_wav, spawn_node
 from websockets.exceptions import InvalidStatus
 from wsclients import Collected, collect, silence, stream_pcm
 
-from mcustt.store.db import migrate
-
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("fault_services")]
-
-
-@pytest.fixture
-def fault_pg() -> Iterator[str]:
-    url = faults.pg_database()
-    migrate(url)
-    yield url
-    faults.pg_drop(url)
 
 
 async def _refusal(url: str) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -50,11 +39,6 @@ async def _metrics(node: Node) -> str:
         r = await c.get("/metrics", headers={"authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200
     return r.text
-
-
-async def _watch(url: str) -> Collected:
-    async with websockets.connect(url, max_size=None) as ws:
-        return await collect(ws, Collected())
 
 
 async def test_an_overloaded_node_refuses_new_producers_and_keeps_its_own(
@@ -86,7 +70,7 @@ async def test_an_overloaded_node_refuses_new_producers_and_keeps_its_own(
         first, second, third = sessions
         # Viewers are not refused by an overloaded node: one on B watches the first.
         watching = asyncio.create_task(
-            _watch(f"{b.ws_url}/ws/subscribe?token={first['subscribeToken']}&lastSeq=0")
+            faults.watch(f"{b.ws_url}/ws/subscribe?token={first['subscribeToken']}&lastSeq=0")
         )
         ws1 = await websockets.connect(f"{a.ws_url}/ws/stt?token={first['ingestToken']}")
         ws2 = await websockets.connect(f"{a.ws_url}/ws/stt?token={second['ingestToken']}")

@@ -19,7 +19,6 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,32 +32,8 @@ from sse import read_sse
 from websockets.asyncio.client import ClientConnection
 from wsclients import Collected, collect, silence, stream_pcm
 
-from mcustt.store.db import migrate
-
 RATE = 32_000  # bytes of PCM16 16 kHz mono per second
 OUTAGE_S = 8.0
-
-
-@pytest.fixture
-def fault_pg() -> Iterator[str]:
-    url = faults.pg_database()
-    migrate(url)
-    yield url
-    faults.pg_drop(url)
-
-
-def node_env(pg: str, prefix: str, **extra: str) -> dict[str, str]:
-    return {
-        "MCUSTT_DATABASE_URL": pg,
-        "MCUSTT_REDIS_URL": faults.REDIS_URL,
-        "MCUSTT_REDIS_PREFIX": prefix,
-        "MCUSTT_RECOGNIZER": "sphinx",
-        "MCUSTT_RECOGNIZER_WORKERS": "1",
-        # two nodes and the test on a 2-core machine: the overload gate stays out of it
-        "MCUSTT_MAX_LOOP_LAG_MS": "0",
-        "MCUSTT_MAX_RECOGNIZER_LOAD": "0",
-        **extra,
-    }
 
 
 @dataclass
@@ -120,20 +95,6 @@ class Producer:
         return [m for m in self.got.messages if m.get("type") == "error"]
 
 
-async def tenant_and_session(node: Node) -> tuple[str, dict[str, Any]]:
-    async with node.client() as c:
-        r = await c.post(
-            "/api/admin/tenants",
-            json={"name": "PG " + uuid.uuid4().hex[:6]},
-            headers={"authorization": f"Bearer {ADMIN}"},
-        )
-        assert r.status_code == 201, r.text
-        key = r.json()["apiKey"]
-        r = await c.post("/api/sessions", json={}, headers={"x-tenant-key": key})
-        assert r.status_code == 201, r.text
-        return key, r.json()
-
-
 async def wait_for(pred: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -165,10 +126,10 @@ async def refused_503(response: httpx.Response) -> bool:
 async def test_postgres_restart_loses_no_final(fault_pg: str, tmp_path: Path) -> None:
     prefix = "fp" + uuid.uuid4().hex[:8]
     async with (
-        spawn_node(node_env(fault_pg, prefix), tmp_path / "a.log") as a,
-        spawn_node(node_env(fault_pg, prefix), tmp_path / "b.log") as b,
+        spawn_node(faults.node_env(fault_pg, prefix), tmp_path / "a.log") as a,
+        spawn_node(faults.node_env(fault_pg, prefix), tmp_path / "b.log") as b,
     ):
-        key, s = await tenant_and_session(a)
+        key, s = await faults.tenant_and_session(a, "PG")
         sid = s["sessionId"]
         seen = [Seen("ws@A"), Seen("ws@B"), Seen("sse@B")]
         viewers = [
@@ -296,9 +257,9 @@ async def test_outage_past_the_bound_ends_the_stream_not_the_session(
     fault_pg: str, tmp_path: Path
 ) -> None:
     prefix = "fq" + uuid.uuid4().hex[:8]
-    env = node_env(fault_pg, prefix, MCUSTT_STORE_OUTAGE_MAX_S="3")
+    env = faults.node_env(fault_pg, prefix, MCUSTT_STORE_OUTAGE_MAX_S="3")
     async with spawn_node(env, tmp_path / "a.log") as a, spawn_node(env, tmp_path / "b.log") as b:
-        key, s = await tenant_and_session(a)
+        key, s = await faults.tenant_and_session(a, "PG")
         sid = s["sessionId"]
         seen = Seen("ws@B")
         viewer = asyncio.create_task(ws_viewer(b, s["subscribeToken"], seen))

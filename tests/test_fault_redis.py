@@ -17,7 +17,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from wsclients import Collected, producer, silence, stream_pcm
 from mcustt.config import Settings
 from mcustt.errors import RateLimited
 from mcustt.limits import RateLimiter
-from mcustt.store.db import migrate
 
 RATE = 32_000  # bytes of PCM16 16 kHz mono per second
 #: Redis goes down this long after the speech starts (inside standup_en's second turn)
@@ -41,14 +39,6 @@ OUTAGE_AT_S = 7.0
 OUTAGE_S = 5.0
 #: the promise: cross-node fan-out resumes within 5 s of Redis answering again
 RESUME_WITHIN_S = 5.0
-
-
-@pytest.fixture
-def fault_pg() -> Iterator[str]:
-    url = faults.pg_database()
-    migrate(url)
-    yield url
-    faults.pg_drop(url)
 
 
 @dataclass
@@ -97,27 +87,14 @@ async def sse_viewer(node: Node, sid: str, token: str, seen: Seen) -> Seen:
     return seen
 
 
-def node_env(pg: str, prefix: str, recognizer: str) -> dict[str, str]:
-    return {
-        "MCUSTT_DATABASE_URL": pg,
-        "MCUSTT_REDIS_URL": faults.REDIS_URL,
-        "MCUSTT_REDIS_PREFIX": prefix,
-        "MCUSTT_RECOGNIZER": recognizer,
-        "MCUSTT_RECOGNIZER_WORKERS": "1",
-        # two nodes and the test on a 2-core machine: the overload gate stays out of it
-        "MCUSTT_MAX_LOOP_LAG_MS": "0",
-        "MCUSTT_MAX_RECOGNIZER_LOAD": "0",
-    }
-
-
 @pytest.mark.faults
 @pytest.mark.usefixtures("fault_services")
 async def test_redis_restart_loses_no_final(fault_pg: str, tmp_path: Path) -> None:
     prefix = "fr" + uuid.uuid4().hex[:8]
     async with (
-        spawn_node(node_env(fault_pg, prefix, "sphinx"), tmp_path / "a.log") as a,
+        spawn_node(faults.node_env(fault_pg, prefix, "sphinx"), tmp_path / "a.log") as a,
         spawn_node(
-            node_env(fault_pg, prefix, "scripted:ScriptedRecognizer"), tmp_path / "b.log"
+            faults.node_env(fault_pg, prefix, "scripted:ScriptedRecognizer"), tmp_path / "b.log"
         ) as b,
     ):
         async with a.client() as c:
@@ -182,6 +159,11 @@ async def test_redis_restart_loses_no_final(fault_pg: str, tmp_path: Path) -> No
 
         async def outage_checks(node: Node) -> None:
             async with node.client() as c:
+                # reported, not unready: a 503 here would pull every node at once
+                r = await c.get("/readyz")
+                redis_check = r.json()["checks"].get("redis", "")
+                statuses.append(("readyz", r.status_code))
+                statuses.append(("readyz names redis", 200 if redis_check != "ok" else 0))
                 r = await c.get(f"/api/sessions/{sid}", headers={"x-tenant-key": key})
                 statuses.append(("get session", r.status_code))
                 r = await c.get(f"/api/sessions/{sid}/transcript", headers={"x-tenant-key": key})
@@ -254,6 +236,7 @@ async def test_redis_restart_loses_no_final(fault_pg: str, tmp_path: Path) -> No
     # REST and ingest answered through the outage, never with a 5xx.
     assert statuses and all(code < 500 for _, code in statuses), statuses
     assert ("new producer", 200) in statuses
+    assert statuses.count(("readyz", 200)) == statuses.count(("readyz names redis", 200)) == 2
     texts = {line["seq"]: line["text"] for line in lines}
     for v in seen:
         # every final exactly once, in order, none missing; then session-end

@@ -26,7 +26,7 @@ from mcustt.commits import CommitQueue
 from mcustt.config import Settings
 from mcustt.errors import MCUSTTError
 from mcustt.metrics import Metrics
-from mcustt.outages import StoreGuard, StoreUnavailable, store_unavailable
+from mcustt.outages import StoreGuard, StoreUnavailable, log_failure, store_unavailable
 from mcustt.pipeline import PipelineConfig, SessionPipeline
 from mcustt.store.models import TranscriptLine
 from mcustt.wire import ChannelMessage, ErrorCode, ProducerEvent
@@ -259,3 +259,23 @@ def test_upgrades_the_unreachable_store_failed_are_refused_503() -> None:
     assert refused.value.status_code == 503
     assert refused.value.headers["retry-after"].isdigit()
     assert refused.value.json()["error"]["code"] == "STORE_UNAVAILABLE"
+
+
+def test_background_loops_log_an_outage_in_one_line_and_a_bug_with_its_traceback() -> None:
+    import structlog
+
+    log = structlog.get_logger("test")
+    with structlog.testing.capture_logs() as logs:
+        try:
+            raise unreachable()
+        except Exception as exc:
+            log_failure(log, "job claim failed", exc, job_id="j1")
+        try:
+            raise KeyError("a bug")
+        except Exception as exc:
+            log_failure(log, "job claim failed", exc)
+    outage, bug = logs
+    assert outage["log_level"] == "warning" and "exc_info" not in outage
+    assert outage["event"] == "job claim failed: database unavailable"
+    assert outage["job_id"] == "j1"
+    assert bug["log_level"] == "error" and bug["exc_info"] is True
