@@ -23,6 +23,7 @@ import contextlib
 import functools
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class TranscriptStore(Protocol):
         speaker: str | None = None,
         words: Sequence[Mapping[str, Any]] | None = None,
         confidence: float | None = None,
+        commit_key: str | None = None,
     ) -> TranscriptLine: ...
 
     async def set_detected_lang(self, session_id: str, lang: str) -> None: ...
@@ -612,6 +614,8 @@ class SessionPipeline:
         confidence = clamp_confidence(hyp.confidence)
         line = self.seq_line
         audio_ms = self.audio_ms
+        # The same key on every attempt: a retry after a lost answer finds the line.
+        commit_key = uuid.uuid4().hex
 
         async def commit() -> None:
             # One final of the session at a time on this node, from allocation to publish:
@@ -630,6 +634,7 @@ class SessionPipeline:
                     speaker=self.participant_id,
                     words=timings,
                     confidence=confidence,
+                    commit_key=commit_key,
                 )
                 seq = persisted.seq
                 line.last = max(line.last, seq)

@@ -65,10 +65,33 @@ class FlakyStore:
         self._check()
 
 
+class LostAnswerStore(FlakyStore):
+    """Its first final lands, then the answer is lost (the connection died after the
+    COMMIT); like the real store, a write with a key it has already stored returns
+    that line."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(log)
+        self.by_key: dict[str, TranscriptLine] = {}
+        self.lost = 0
+
+    async def append_final(self, session_id: str, **line: Any) -> TranscriptLine:
+        key = line["commit_key"]
+        assert key, "the pipeline keys every final"
+        if key in self.by_key:
+            return self.by_key[key]
+        stored = await super().append_final(session_id, **line)
+        self.by_key[key] = stored
+        if not self.lost:
+            self.lost += 1
+            raise unreachable()
+        return stored
+
+
 def build(
-    log: Log, sink: list[ProducerEvent], **config: Any
+    log: Log, sink: list[ProducerEvent], store_class: type[FlakyStore] = FlakyStore, **config: Any
 ) -> tuple[SessionPipeline, FlakyStore, Metrics]:
-    store, metrics = FlakyStore(log), Metrics()
+    store, metrics = store_class(log), Metrics()
 
     async def publish(session_id: str, event: ChannelMessage) -> None:
         log.calls.append(("published", event))
@@ -134,6 +157,22 @@ async def test_finals_made_while_the_store_is_down_are_kept_then_sent_in_order()
     for f in got:  # stored before anyone was sent it
         assert log.calls.index(("stored", f["seq"])) < log.calls.index(("published", f))
     assert sink == published and buffered(metrics) == 0
+
+
+async def test_a_final_whose_answer_was_lost_is_stored_and_sent_once() -> None:
+    log, sink = Log(), list[ProducerEvent]()
+    pipeline, store, _ = build(log, sink, LostAnswerStore)
+    pipeline.start()
+    await push_all(pipeline, read_wav("pause_en.wav"))
+    await pipeline.close()
+    assert pipeline.failure is None
+    assert isinstance(store, LostAnswerStore) and store.lost == 1
+    # the retry found the line that had landed: two finals, two lines, seqs 1 and 2
+    assert store.last_seq == 2 and [c for c in log.calls if c[0] == "stored"] == [
+        ("stored", 1),
+        ("stored", 2),
+    ]
+    assert [f["seq"] for f in finals(sink)] == [1, 2]
 
 
 async def test_an_outage_past_the_bound_stops_the_producer_not_what_it_was_sent() -> None:

@@ -110,7 +110,10 @@ class Session(SQLModel, table=True):
 
 class TranscriptLine(SQLModel, table=True):
     __tablename__ = "transcript_lines"
-    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_lines_session_seq"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq", name="uq_lines_session_seq"),
+        Index("uq_lines_session_commit", "session_id", "commit_key", unique=True),
+    )
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(foreign_key="sessions.id", max_length=16, index=True)
     seq: int
@@ -131,6 +134,9 @@ class TranscriptLine(SQLModel, table=True):
     words: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     #: issue 17: the engine's confidence in the line, 0 to 1 (NULL: it gave none)
     confidence: float | None = None
+    #: issue 13: the pipeline's key for this final, so that a commit retried after a
+    #: lost answer finds its line instead of storing it twice (NULL: older lines)
+    commit_key: str | None = Field(default=None, max_length=32)
 
 
 class Summary(SQLModel, table=True):

@@ -49,6 +49,7 @@ class TranscriptQueries:
         speaker: str | None = None,
         words: Sequence[Mapping[str, Any]] | None = None,
         confidence: float | None = None,
+        commit_key: str | None = None,
     ) -> TranscriptLine:
         """Persist one final and advance the session's seq in one transaction.
 
@@ -61,6 +62,12 @@ class TranscriptQueries:
         ``words`` / ``confidence`` (issue 17): the wire's word timings in session time
         and the engine's confidence (None: none given).
 
+        ``commit_key`` (issue 13) makes the write idempotent: when a line of the session
+        has that key already, it is returned and nothing is written. A commit retried
+        after the database went away may have landed the first time (its COMMIT went
+        through, the answer was lost): the retry then finds it, where it would otherwise
+        store the final a second time under the next seq.
+
         ``audio_ms`` only ever grows the session's audio time: parallel tracks each
         report their own position. The (session_id, seq) unique constraint turns a second
         writer of an explicit ``seq`` into an error instead of a duplicate line.
@@ -69,6 +76,15 @@ class TranscriptQueries:
         # Parallel tracks report their own positions: keep the furthest.
         grown = case((col(Session.audio_ms) < audio_ms, audio_ms), else_=col(Session.audio_ms))
         async with self.db.session() as s:
+            if commit_key is not None:
+                landed = await s.exec(
+                    select(TranscriptLine).where(
+                        TranscriptLine.session_id == session_id,
+                        TranscriptLine.commit_key == commit_key,
+                    )
+                )
+                if (earlier := landed.first()) is not None:
+                    return earlier
             if seq is None:
                 allocated = await s.exec(
                     update(Session)
@@ -97,6 +113,7 @@ class TranscriptQueries:
                 speaker=speaker,
                 words=[dict(w) for w in words] if words is not None else None,
                 confidence=confidence,
+                commit_key=commit_key,
             )
             s.add(line)
             await s.commit()

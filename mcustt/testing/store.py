@@ -250,6 +250,34 @@ class StoreContract:
             await append(store, session.id, 1)
         assert [line.seq for line in await store.lines(session.id)] == [1]
 
+    async def test_a_final_retried_with_its_commit_key_is_stored_once(self, store: Repo) -> None:
+        """A retry after a lost answer (the first COMMIT landed) finds its line."""
+        tenant = await new_tenant(store)
+        session = await new_session(store, tenant)
+        other = await new_session(store, tenant)
+
+        async def final(session_id: str, text: str, key: str) -> int:
+            line = await store.append_final(
+                session_id,
+                text=text,
+                lang="en-US",
+                ts=1,
+                start_ms=0,
+                end_ms=500,
+                audio_ms=500,
+                commit_key=key,
+            )
+            return line.seq
+
+        assert await final(session.id, "first", "k1") == 1
+        assert await final(session.id, "first", "k1") == 1  # the retry: the same line
+        assert await final(session.id, "second", "k2") == 2
+        assert await final(other.id, "elsewhere", "k1") == 1  # keys are per session
+        lines = await store.lines(session.id)
+        assert [(line.seq, line.text) for line in lines] == [(1, "first"), (2, "second")]
+        fresh = await store.get_session(session.id)
+        assert fresh is not None and fresh.last_seq == 2
+
     # -- sessions ----------------------------------------------------------------------
 
     async def test_capped_insert_admits_exactly_the_cap(self, store: Repo) -> None:
