@@ -355,17 +355,36 @@ class SessionService:
         return await self.repo.mark_ended(session_id, reason)
 
     async def producer_connected(self, session: Session) -> bool:
-        return bool(
+        """The mixed producer holds a lease, on a node that is alive (issue 13: a killed
+        node's lease outlives it by up to ``lease_s``; its heartbeat stops at once)."""
+        now = time.time()
+        if not (
             session.producer_id
             and session.producer_lease_until
-            and session.producer_lease_until > time.time()
+            and session.producer_lease_until > now
+        ):
+            return False
+        return session.producer_node is None or not await self._node_dead(
+            session.producer_node, now
         )
 
     async def any_producer_connected(self, session: Session) -> bool:
-        """The mixed producer or any participant track holds a lease (on any node)."""
+        """The mixed producer or any participant track holds a lease on a live node."""
         if await self.producer_connected(session):
             return True
-        return bool(await self.repo.connected_tracks(session.id))
+        now = time.time()
+        for track in await self.repo.connected_tracks(session.id):
+            if track.node_id is None or not await self._node_dead(track.node_id, now):
+                return True
+        return False
+
+    async def _node_dead(self, node_id: str, now: float) -> bool:
+        """Whether ``node_id`` stopped beating (the same rule a claim's takeover uses;
+        no row, a node from before heartbeats, is not dead: its lease decides)."""
+        if not self.node_id:
+            return False  # no heartbeats on this deployment's nodes (tests, one-shot tools)
+        beat = await self.repo.node_heartbeat(node_id)
+        return beat is not None and beat < now - self.settings.node_dead_after_s
 
     # -- state document (§9) -------------------------------------------------------
 

@@ -190,3 +190,24 @@ async def test_dead_nodes_claims_do_not_count_against_the_ingest_cap(server: Run
     assert await claim(second["sessionId"]) == "capped"  # its node is alive: it counts
     await repo.touch_node("node_dead3", time.time() - 7)
     assert await claim(second["sessionId"]) == "claimed"
+
+
+async def test_a_dead_nodes_producer_is_not_reported_connected(server: Running) -> None:
+    """The state document's ``ingestConnected`` follows the node's heartbeat, not only
+    the lease a killed node leaves behind."""
+    t = await new_tenant(server)
+    s = await new_session(server, t["apiKey"])
+
+    async def connected() -> bool:
+        async with server.client() as c:
+            r = await c.get(
+                f"/api/sessions/{s['sessionId']}", headers={"x-tenant-key": t["apiKey"]}
+            )
+        assert r.status_code == 200, r.text
+        return bool(r.json()["ingestConnected"])
+
+    assert not await connected()
+    await _held_by(server, s["sessionId"], t["tenantId"], "node_beating", beat_ago=0.5)
+    assert await connected()
+    await server.state.repo.touch_node("node_beating", time.time() - 30)  # killed
+    assert not await connected()  # its 30 s lease has not run out
