@@ -90,8 +90,12 @@ class Gate:
         metrics: Metrics,
         recognizer: Recognizer,
         producers: Callable[[], int],
+        *,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.settings = settings
+        #: the event loop thread's CPU seconds (the monitor runs on that thread)
+        self.cpu_clock = cpu_clock
         self.metrics = metrics
         self.recognizer = recognizer
         #: how many producers (tracks) this node serves now
@@ -230,12 +234,12 @@ class Gate:
         m = self.metrics
         tick = 0
         while True:
-            before, cpu_before = loop.time(), time.thread_time()
+            before, cpu_before = loop.time(), self.cpu_clock()
             await asyncio.sleep(SAMPLE_S)
             elapsed = loop.time() - before
             lag = max(0.0, elapsed - SAMPLE_S)
             self._lags.append(lag)
-            self._busy.append(min(1.0, (time.thread_time() - cpu_before) / elapsed))
+            self._busy.append(min(1.0, (self.cpu_clock() - cpu_before) / elapsed))
             load = self.recognizer.load()
             if load is not None:
                 self._loads.append(load)
