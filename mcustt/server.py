@@ -140,18 +140,22 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     websockets itself refuses.
 
     websockets parses the upgrade request again, with its own limits (a line over 8 KB,
-    more than 128 headers); when it refuses one it queues its answer, but uvicorn only
-    writes what websockets produces once it sees a request event, so the connection was
-    left open with no answer. Here it is answered (414, 431, or 400) and closed.
+    more than 128 headers). uvicorn before 0.55 left such a request unanswered (it
+    writes what websockets produces only once it sees a request event); 0.55 and later
+    call :meth:`handle_handshake_exception`, which answers websockets' plain text. Either
+    way the answer here is the contract's envelope (414, 431, or 400), then a close.
     """
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.handshake_initiated:  # the usual case: a request came through
             return
-        exc = self.conn.handshake_exc
-        if exc is None or self.transport.is_closing():
+        if self.conn.handshake_exc is None or self.transport.is_closing():
             return
+        self.handle_handshake_exception()  # uvicorn < 0.55 did not
+
+    def handle_handshake_exception(self) -> None:
+        exc = self.conn.handshake_exc
         self.conn.data_to_send()  # websockets' own plain-text answer: ours replaces it
         if isinstance(exc, RequestLineTooLong):
             status, message = 414, "the request line is too long"
