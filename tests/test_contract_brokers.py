@@ -84,3 +84,36 @@ class TestRedisBroker(DistributedBrokerContract):
         # A port nothing listens on: connections are refused at once.
         settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
         return _maker(settings, RedisBroker)
+
+
+@pytest.mark.redis
+async def test_a_burst_of_publishes_holds_a_bounded_number_of_connections(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's Redis pool has a bound: a burst waits for connections instead of
+    opening (and then keeping) one per concurrent publish."""
+    import asyncio
+
+    from mcustt.brokers import redis as redis_broker
+
+    monkeypatch.setattr(redis_broker, "MAX_CONNECTIONS", 4)
+    prefix = "t" + uuid.uuid4().hex[:10]
+    name = f"{prefix}-bounded"
+    got: list[str] = []
+    settings = Settings(redis_url=_with_client_name(redis_url, name), redis_prefix=prefix)
+    broker = _maker(settings, RedisBroker)(lambda sid, msg: got.append(msg), lambda: None)
+    await broker.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await broker.subscribe("s1")
+        await asyncio.gather(*(broker.publish("s1", f"m{i}") for i in range(200)))
+        clients = [c for c in await admin.client_list() if c.get("name") == name]
+        # the subscriber's connection and at most 4 for commands
+        assert 1 < len(clients) <= 1 + 4, clients
+        async with asyncio.timeout(10):
+            while len(got) < 200:
+                await asyncio.sleep(0.02)
+        assert sorted(got) == sorted(f"m{i}" for i in range(200))
+    finally:
+        await admin.aclose()
+        await broker.aclose()

@@ -48,6 +48,12 @@ RECONNECT_MAX_S = 0.5
 OUTBOX_MAX = 20_000
 #: The outbox's drainer waits this long after a failed send before the next try.
 DRAIN_RETRY_S = 0.2
+#: Connections a node holds to Redis at most (publishes, resync reads, the subscriber):
+#: a pool keeps what it once needed, so without a bound a burst would pin a connection
+#: per concurrent publish; beyond it a command waits for one to come back.
+MAX_CONNECTIONS = 64
+#: ... at most this long; then it fails like an unreachable Redis (the outbox takes it).
+POOL_WAIT_S = 5.0
 _RESYNC: ResyncControl = {"type": "_resync"}
 RESYNC_MESSAGE = json.dumps(_RESYNC, separators=(",", ":"))
 
@@ -63,12 +69,15 @@ class RedisBroker(Broker):
         # and a fresh one is dialled. redis-py's default (10 retries, backoff up to 1 s
         # each) held a publish (and the pipeline's final) for seconds in an outage; our
         # own loops retry instead, without blocking anyone.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.settings.redis_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 1),
             socket_connect_timeout=2,
         )
+        self._client: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._pubsub: aioredis.client.PubSub | None = None
         self._channels: set[str] = set()
         # Confirmed last in every full (re)subscribe: see _run.
