@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import case, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from mcustt.store.db import Database
@@ -66,7 +67,9 @@ class TranscriptQueries:
         has that key already, it is returned and nothing is written. A commit retried
         after the database went away may have landed the first time (its COMMIT went
         through, the answer was lost): the retry then finds it, where it would otherwise
-        store the final a second time under the next seq.
+        store the final a second time under the next seq. The unique index refuses the
+        retry's insert (rolling back its seq) and only then is the line looked up, so
+        the usual write costs no extra query.
 
         ``audio_ms`` only ever grows the session's audio time: parallel tracks each
         report their own position. The (session_id, seq) unique constraint turns a second
@@ -75,16 +78,47 @@ class TranscriptQueries:
         now = time.time()
         # Parallel tracks report their own positions: keep the furthest.
         grown = case((col(Session.audio_ms) < audio_ms, audio_ms), else_=col(Session.audio_ms))
-        async with self.db.session() as s:
-            if commit_key is not None:
+        try:
+            return await self._insert_final(
+                session_id,
+                seq,
+                grown,
+                now,
+                TranscriptLine(
+                    session_id=session_id,
+                    seq=0,  # set once allocated
+                    text=text,
+                    lang=lang,
+                    ts=ts,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    speaker=speaker,
+                    words=[dict(w) for w in words] if words is not None else None,
+                    confidence=confidence,
+                    commit_key=commit_key,
+                ),
+            )
+        except IntegrityError:
+            if commit_key is None:
+                raise
+            async with self.db.session() as s:
                 landed = await s.exec(
                     select(TranscriptLine).where(
                         TranscriptLine.session_id == session_id,
                         TranscriptLine.commit_key == commit_key,
                     )
                 )
-                if (earlier := landed.first()) is not None:
-                    return earlier
+                earlier = landed.first()
+            if earlier is None:
+                raise  # another constraint (an explicit seq written twice)
+            return earlier
+
+    async def _insert_final(
+        self, session_id: str, seq: int | None, grown: Any, now: float, line: TranscriptLine
+    ) -> TranscriptLine:
+        """:meth:`append_final`'s transaction: the seq (allocated unless given), the
+        session's audio time, the line."""
+        async with self.db.session() as s:
             if seq is None:
                 allocated = await s.exec(
                     update(Session)
@@ -102,19 +136,7 @@ class TranscriptQueries:
                     .where(col(Session.id) == session_id)
                     .values(last_seq=seq, audio_ms=grown, updated_at=now)
                 )
-            line = TranscriptLine(
-                session_id=session_id,
-                seq=seq,
-                text=text,
-                lang=lang,
-                ts=ts,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                speaker=speaker,
-                words=[dict(w) for w in words] if words is not None else None,
-                confidence=confidence,
-                commit_key=commit_key,
-            )
+            line.seq = seq
             s.add(line)
             await s.commit()
         return line
